@@ -1,1 +1,6 @@
-//! placeholder
+//! avs-testkit: helpers shared by the tests of every crate: an avs-sim on loopback with a fresh
+//! CA, a raw HTTP/2 client that is not avsd, and virtual audio devices.
+
+pub mod audio;
+pub mod h2client;
+pub mod sim;

@@ -1,0 +1,1 @@
+//! AVS gateway: downchannel, events, ping (placeholder).

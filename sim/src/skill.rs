@@ -1,0 +1,1 @@
+//! Skill host (placeholder).

@@ -1,0 +1,1 @@
+//! Speech synthesis to MP3 (placeholder).

@@ -1,0 +1,1 @@
+//! Energy voice activity detection (placeholder).

@@ -1,0 +1,1 @@
+//! The audio engine (owned by the audio work; placeholder).

@@ -1,0 +1,1 @@
+//! Login with Amazon (owned by the link work; placeholder).

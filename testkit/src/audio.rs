@@ -1,0 +1,1 @@
+//! Virtual audio devices for tests (placeholder).

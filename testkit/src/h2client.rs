@@ -1,0 +1,1 @@
+//! A raw h2 client over rustls (placeholder).

@@ -1,0 +1,1 @@
+//! Start an avs-sim on loopback (placeholder).
