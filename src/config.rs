@@ -233,7 +233,11 @@ impl Config {
     }
 
     /// Parses config text; `path` is only used in messages.
-    pub fn from_toml(text: &str, path: &Path, profile_dirs: &[PathBuf]) -> Result<Self, ConfigError> {
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        profile_dirs: &[PathBuf],
+    ) -> Result<Self, ConfigError> {
         let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
             message: e.to_string(),
@@ -247,12 +251,13 @@ impl Config {
             let profile = load_profile(&name, profile_dirs)?;
             merge_under(&mut table, profile);
         }
-        let raw: RawConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Syntax {
-                path: path.to_owned(),
-                message: e.to_string(),
-            })?;
+        let raw: RawConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?;
         Self::from_raw(raw)
     }
 
@@ -261,7 +266,12 @@ impl Config {
             "NA" => Region::NorthAmerica,
             "EU" => Region::Europe,
             "FE" => Region::FarEast,
-            other => return Err(invalid("cloud.region", format!("{other:?} is not NA, EU or FE"))),
+            other => {
+                return Err(invalid(
+                    "cloud.region",
+                    format!("{other:?} is not NA, EU or FE"),
+                ));
+            }
         };
         let endpoint = parse_https(
             "cloud.endpoint",
@@ -269,11 +279,17 @@ impl Config {
         )?;
         let lwa_url = parse_https(
             "cloud.lwa_url",
-            raw.cloud.lwa_url.as_deref().unwrap_or("https://api.amazon.com"),
+            raw.cloud
+                .lwa_url
+                .as_deref()
+                .unwrap_or("https://api.amazon.com"),
         )?;
         let ping_idle = Duration::from_secs(raw.cloud.ping_idle_s.unwrap_or(300));
         if ping_idle.is_zero() || ping_idle > Duration::from_secs(300) {
-            return Err(invalid("cloud.ping_idle_s", "must be 1..=300 (AVS closes idle connections after 5 minutes)"));
+            return Err(invalid(
+                "cloud.ping_idle_s",
+                "must be 1..=300 (AVS closes idle connections after 5 minutes)",
+            ));
         }
         let ping_timeout = Duration::from_secs(raw.cloud.ping_timeout_s.unwrap_or(15));
         if ping_timeout.is_zero() || ping_timeout > Duration::from_secs(60) {
@@ -286,12 +302,21 @@ impl Config {
 
         let period_ms = raw.audio.period_ms.unwrap_or(20);
         if !(10..=20).contains(&period_ms) {
-            return Err(invalid("audio.period_ms", format!("{period_ms} is outside 10..=20")));
+            return Err(invalid(
+                "audio.period_ms",
+                format!("{period_ms} is outside 10..=20"),
+            ));
         }
-        let content_under_dialog = match raw.audio.content_under_dialog.as_deref().unwrap_or("duck") {
+        let content_under_dialog = match raw.audio.content_under_dialog.as_deref().unwrap_or("duck")
+        {
             "duck" => ContentUnderDialog::Duck,
             "pause" => ContentUnderDialog::Pause,
-            other => return Err(invalid("audio.content_under_dialog", format!("{other:?} is not \"duck\" or \"pause\""))),
+            other => {
+                return Err(invalid(
+                    "audio.content_under_dialog",
+                    format!("{other:?} is not \"duck\" or \"pause\""),
+                ));
+            }
         };
         let duck_level = raw.audio.duck_level.unwrap_or(0.2);
         if !(0.0..=1.0).contains(&duck_level) {
@@ -305,7 +330,10 @@ impl Config {
         let output = raw.audio.output.unwrap_or_else(|| "alsa:default".into());
         for (key, id) in [("audio.input", &input), ("audio.output", &output)] {
             if id.is_empty() {
-                return Err(invalid(key, "must name a device (e.g. \"alsa:default\", \"wav:/path.wav\")"));
+                return Err(invalid(
+                    key,
+                    "must name a device (e.g. \"alsa:default\", \"wav:/path.wav\")",
+                ));
             }
         }
 
@@ -314,11 +342,19 @@ impl Config {
             "CLOSE_TALK" => Profile::CloseTalk,
             "NEAR_FIELD" => Profile::NearField,
             "FAR_FIELD" => Profile::FarField,
-            other => return Err(invalid("dialog.profile", format!("{other:?} is not CLOSE_TALK, NEAR_FIELD or FAR_FIELD"))),
+            other => {
+                return Err(invalid(
+                    "dialog.profile",
+                    format!("{other:?} is not CLOSE_TALK, NEAR_FIELD or FAR_FIELD"),
+                ));
+            }
         };
         let initiator = raw.dialog.initiator.unwrap_or_else(|| "TAP".into());
         if initiator != "TAP" && initiator != "PRESS_AND_HOLD" {
-            return Err(invalid("dialog.initiator", format!("{initiator:?} is not TAP or PRESS_AND_HOLD")));
+            return Err(invalid(
+                "dialog.initiator",
+                format!("{initiator:?} is not TAP or PRESS_AND_HOLD"),
+            ));
         }
         let max_capture = Duration::from_millis(raw.dialog.max_capture_ms.unwrap_or(10_000));
         if max_capture < Duration::from_secs(1) {
@@ -328,16 +364,28 @@ impl Config {
         let serial_number = raw.device.serial_number.unwrap_or_else(default_serial);
         let firmware_version = raw.device.firmware_version.unwrap_or_else(|| "1".into());
         if firmware_version.parse::<u32>().map_or(true, |v| v == 0) {
-            return Err(invalid("device.firmware_version", "must be a positive 32-bit integer as a string"));
+            return Err(invalid(
+                "device.firmware_version",
+                "must be a positive 32-bit integer as a string",
+            ));
         }
         let log_level = raw.log.level.unwrap_or_else(|| "info".into());
         if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
-            return Err(invalid("log.level", format!("{log_level:?} is not error, warn, info, debug or trace")));
+            return Err(invalid(
+                "log.level",
+                format!("{log_level:?} is not error, warn, info, debug or trace"),
+            ));
         }
         Ok(Self {
             device: DeviceIdentity {
-                client_id: raw.device.client_id.unwrap_or_else(|| "amzn1.application-oa2-client.avsd".into()),
-                product_id: raw.device.product_id.unwrap_or_else(|| "avsd_speaker".into()),
+                client_id: raw
+                    .device
+                    .client_id
+                    .unwrap_or_else(|| "amzn1.application-oa2-client.avsd".into()),
+                product_id: raw
+                    .device
+                    .product_id
+                    .unwrap_or_else(|| "avsd_speaker".into()),
                 serial_number,
                 firmware_version,
                 locale: raw.device.locale.unwrap_or_else(|| "en-US".into()),
@@ -346,13 +394,22 @@ impl Config {
                 region,
                 endpoint,
                 lwa_url,
-                extra_ca_file: raw.cloud.extra_ca_file.filter(|p| !p.as_os_str().is_empty()),
+                extra_ca_file: raw
+                    .cloud
+                    .extra_ca_file
+                    .filter(|p| !p.as_os_str().is_empty()),
                 ping_idle,
                 ping_timeout,
                 offline_queue_events,
             },
-            state_dir: raw.paths.state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/avsd")),
-            control_socket: raw.paths.control_socket.unwrap_or_else(|| PathBuf::from("/run/avsd/control.sock")),
+            state_dir: raw
+                .paths
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from("/var/lib/avsd")),
+            control_socket: raw
+                .paths
+                .control_socket
+                .unwrap_or_else(|| PathBuf::from("/run/avsd/control.sock")),
             audio: AudioConfig {
                 input,
                 output,
@@ -371,7 +428,9 @@ impl Config {
                 profile,
                 initiator,
                 max_capture,
-                thinking_timeout: Duration::from_millis(raw.dialog.thinking_timeout_ms.unwrap_or(8_000)),
+                thinking_timeout: Duration::from_millis(
+                    raw.dialog.thinking_timeout_ms.unwrap_or(8_000),
+                ),
             },
             hardware_profile: raw.hardware.profile,
             buttons: raw.buttons,
@@ -407,7 +466,11 @@ impl Config {
             self.device.locale,
             self.cloud.endpoint.as_str(),
             self.cloud.lwa_url.as_str(),
-            self.cloud.extra_ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            self.cloud
+                .extra_ca_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             self.cloud.ping_idle.as_secs(),
             self.cloud.ping_timeout.as_secs(),
             self.cloud.offline_queue_events,
@@ -419,8 +482,13 @@ impl Config {
             opt(self.audio.input_rate.map(|r| r.to_string())),
             opt(self.audio.output_rate.map(|r| r.to_string())),
             opt(self.audio.input_channels.map(|r| r.to_string())),
-            self.audio.capture_channel.map(|c| c.to_string()).unwrap_or_else(|| "(downmix)".into()),
-            self.mixer_control.clone().unwrap_or_else(|| "(software volume)".into()),
+            self.audio
+                .capture_channel
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "(downmix)".into()),
+            self.mixer_control
+                .clone()
+                .unwrap_or_else(|| "(software volume)".into()),
             match self.content_under_dialog {
                 ContentUnderDialog::Duck => "duck",
                 ContentUnderDialog::Pause => "pause",
@@ -438,9 +506,13 @@ impl Config {
 }
 
 fn parse_https(key: &'static str, value: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(value).map_err(|e| invalid(key, format!("{value:?} is not a URL: {e}")))?;
+    let url =
+        Url::parse(value).map_err(|e| invalid(key, format!("{value:?} is not a URL: {e}")))?;
     if url.scheme() != "https" {
-        return Err(invalid(key, format!("{value:?} must use https (TLS is always verified)")));
+        return Err(invalid(
+            key,
+            format!("{value:?} must use https (TLS is always verified)"),
+        ));
     }
     Ok(url)
 }
@@ -459,7 +531,9 @@ fn load_profile(name: &str, dirs: &[PathBuf]) -> Result<toml::Table, ConfigError
     let candidates: Vec<PathBuf> = if name.contains('/') || name.ends_with(".toml") {
         vec![PathBuf::from(name)]
     } else {
-        dirs.iter().map(|d| d.join(format!("{name}.toml"))).collect()
+        dirs.iter()
+            .map(|d| d.join(format!("{name}.toml")))
+            .collect()
     };
     for path in &candidates {
         if let Ok(text) = std::fs::read_to_string(path) {
@@ -471,7 +545,9 @@ fn load_profile(name: &str, dirs: &[PathBuf]) -> Result<toml::Table, ConfigError
                 if !["description", "audio", "buttons", "leds"].contains(&key.as_str()) {
                     return Err(ConfigError::Syntax {
                         path: path.clone(),
-                        message: format!("unknown section `{key}` (a profile holds description, [audio], [buttons], [leds])"),
+                        message: format!(
+                            "unknown section `{key}` (a profile holds description, [audio], [buttons], [leds])"
+                        ),
                     });
                 }
             }
@@ -493,7 +569,9 @@ fn load_profile(name: &str, dirs: &[PathBuf]) -> Result<toml::Table, ConfigError
 /// Puts `profile`'s sections under `config`'s: keys already in the config win.
 fn merge_under(config: &mut toml::Table, profile: toml::Table) {
     for (section, values) in profile {
-        let toml::Value::Table(values) = values else { continue };
+        let toml::Value::Table(values) = values else {
+            continue;
+        };
         let entry = config
             .entry(section)
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));

@@ -6,10 +6,21 @@
 //!   reconnect with backoff, attachments.
 //! - `config`: the TOML file and hardware profiles, validated once into `Config`.
 //! - `directives`: the blocking policy and the sequencer (order per dialogRequestId).
+//! - `dialog`: the dialog core task: sequencer, attention, focus and the dialog agents.
+//! - `agents`: one module per AVS interface (SpeechRecognizer, SpeechSynthesizer, Speaker, System).
+//! - `attention`, `focus`: pure state machines (attention state; Dialog > Alerts > Content).
+//! - `context`: the board of context entries events carry.
+//! - `persist`: atomic JSON state files.
 //! - `audio`: devices, capture (16 kHz frames), decoding, the mixer and playback, earcons.
 
+pub mod agents;
+pub mod attention;
 pub mod audio;
 pub mod auth;
 pub mod config;
+pub mod context;
+pub mod dialog;
 pub mod directives;
+pub mod focus;
+pub mod persist;
 pub mod transport;

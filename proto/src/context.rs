@@ -81,7 +81,11 @@ impl ContextEntry {
 }
 
 /// Finds the entry `namespace.name` in a context.
-pub fn find<'a>(context: &'a [ContextEntry], namespace: &str, name: &str) -> Option<&'a ContextEntry> {
+pub fn find<'a>(
+    context: &'a [ContextEntry],
+    namespace: &str,
+    name: &str,
+) -> Option<&'a ContextEntry> {
     context
         .iter()
         .find(|e| e.header.namespace == namespace && e.header.name == name)

@@ -42,7 +42,7 @@ pub struct DirectiveError {
     /// The received text (lossily decoded), for `unparsedDirective`.
     pub raw: String,
     /// The header, when at least that much parsed.
-    pub header: Option<Header>,
+    pub header: Option<Box<Header>>,
 }
 
 impl DirectiveError {
@@ -83,7 +83,8 @@ impl Directive {
             Err(e) => {
                 let header = serde_json::from_slice::<Value>(bytes)
                     .ok()
-                    .and_then(|v| serde_json::from_value(v["directive"]["header"].clone()).ok());
+                    .and_then(|v| serde_json::from_value(v["directive"]["header"].clone()).ok())
+                    .map(Box::new);
                 return Err(DirectiveError {
                     reason: e.to_string(),
                     raw,
@@ -97,7 +98,7 @@ impl Directive {
             return Err(DirectiveError {
                 reason: "payload is not a JSON object".into(),
                 raw,
-                header: Some(header),
+                header: Some(Box::new(header.clone())),
             });
         }
         let kind = match typed_kind(&header, &payload) {
@@ -106,7 +107,7 @@ impl Directive {
                 return Err(DirectiveError {
                     reason,
                     raw,
-                    header: Some(header),
+                    header: Some(Box::new(header.clone())),
                 });
             }
         };
@@ -162,7 +163,10 @@ fn typed_kind(header: &Header, payload: &Value) -> Result<DirectiveKind, String>
 
 /// Deserialises `(name, payload)` into an adjacently tagged enum `T`. `Ok(None)` when `T` has no
 /// variant of that name; `Err` when it has one but the payload does not fit.
-pub(crate) fn typed<T: DeserializeOwned>(header: &Header, payload: &Value) -> Result<Option<T>, String> {
+pub(crate) fn typed<T: DeserializeOwned>(
+    header: &Header,
+    payload: &Value,
+) -> Result<Option<T>, String> {
     let tagged = json!({ "name": header.name, "payload": payload });
     match serde_json::from_value::<T>(tagged) {
         Ok(t) => Ok(Some(t)),

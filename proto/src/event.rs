@@ -50,7 +50,10 @@ impl Event {
     pub fn new<T: Serialize>(namespace: &str, typed_event: &T) -> Self {
         let v = serde_json::to_value(typed_event).unwrap_or(Value::Null);
         let name = v["name"].as_str().unwrap_or_default().to_owned();
-        let payload = v.get("payload").cloned().unwrap_or_else(|| Value::Object(Default::default()));
+        let payload = v
+            .get("payload")
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Default::default()));
         Self {
             header: Header::new(namespace, &name),
             kind: EventKind::Unknown,
@@ -104,7 +107,11 @@ impl Event {
             Some(Value::Array(items)) => Some(parse_entries(items)?),
             Some(Value::Object(mut o)) => match o.remove("properties") {
                 Some(Value::Array(props)) => Some(props.into_iter().map(sdk_property).collect()),
-                _ => return Err(EventError::Envelope("context object without properties".into())),
+                _ => {
+                    return Err(EventError::Envelope(
+                        "context object without properties".into(),
+                    ));
+                }
             },
             Some(_) => return Err(EventError::Envelope("context is not an array".into())),
         };
@@ -120,10 +127,16 @@ impl Event {
             reason,
         };
         let kind = match h.namespace.as_str() {
-            speech_recognizer::NAMESPACE => typed(h, p).map_err(bad)?.map(EventKind::SpeechRecognizer),
-            speech_synthesizer::NAMESPACE => typed(h, p).map_err(bad)?.map(EventKind::SpeechSynthesizer),
+            speech_recognizer::NAMESPACE => {
+                typed(h, p).map_err(bad)?.map(EventKind::SpeechRecognizer)
+            }
+            speech_synthesizer::NAMESPACE => {
+                typed(h, p).map_err(bad)?.map(EventKind::SpeechSynthesizer)
+            }
             audio_player::NAMESPACE => typed(h, p).map_err(bad)?.map(EventKind::AudioPlayer),
-            playback_controller::NAMESPACE => typed(h, p).map_err(bad)?.map(EventKind::PlaybackController),
+            playback_controller::NAMESPACE => {
+                typed(h, p).map_err(bad)?.map(EventKind::PlaybackController)
+            }
             speaker::NAMESPACE => typed(h, p).map_err(bad)?.map(EventKind::Speaker),
             alerts::NAMESPACE => typed(h, p).map_err(bad)?.map(EventKind::Alerts),
             system::NAMESPACE => typed(h, p).map_err(bad)?.map(EventKind::System),
@@ -142,7 +155,9 @@ impl Event {
 fn parse_entries(items: Vec<Value>) -> Result<Vec<ContextEntry>, EventError> {
     items
         .into_iter()
-        .map(|v| serde_json::from_value(v).map_err(|e| EventError::Envelope(format!("context: {e}"))))
+        .map(|v| {
+            serde_json::from_value(v).map_err(|e| EventError::Envelope(format!("context: {e}")))
+        })
         .collect()
 }
 
@@ -186,7 +201,10 @@ mod tests {
         let e = Event::from_json(sdk).unwrap();
         assert_eq!(e.context.unwrap()[0].payload["volume"], 10);
         let bad = br#"{"event":{"header":{"namespace":"SpeechSynthesizer","name":"SpeechStarted","messageId":"m"},"payload":{}}}"#;
-        assert!(matches!(Event::from_json(bad), Err(EventError::Payload { .. })));
+        assert!(matches!(
+            Event::from_json(bad),
+            Err(EventError::Payload { .. })
+        ));
         assert!(Event::from_json(b"{").is_err());
     }
 }

@@ -102,7 +102,10 @@ pub fn boundary(content_type: &str, kind: MultipartKind) -> Result<String, Multi
     let mut parts = content_type.split(';');
     let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
     if essence != format!("multipart/{}", kind.subtype()) {
-        return Err(MultipartError::WrongContentType(content_type.to_owned(), kind.subtype()));
+        return Err(MultipartError::WrongContentType(
+            content_type.to_owned(),
+            kind.subtype(),
+        ));
     }
     parts
         .filter_map(|p| p.split_once('='))
@@ -286,7 +289,12 @@ impl PartReader {
         loop {
             match std::mem::replace(&mut self.current, Current::None) {
                 Current::None => {
-                    let Some(field) = self.multipart.next_field().await.map_err(MultipartError::Malformed)? else {
+                    let Some(field) = self
+                        .multipart
+                        .next_field()
+                        .await
+                        .map_err(MultipartError::Malformed)?
+                    else {
                         return Ok(None);
                     };
                     let name = field.name().map(str::to_owned);
@@ -402,7 +410,12 @@ impl PartReader {
                     None => return Ok(Some(PartEvent::BinaryEnd)),
                 },
                 Current::Skip { mut field } => {
-                    if field.chunk().await.map_err(MultipartError::Malformed)?.is_some() {
+                    if field
+                        .chunk()
+                        .await
+                        .map_err(MultipartError::Malformed)?
+                        .is_some()
+                    {
                         self.current = Current::Skip { field };
                     }
                 }

@@ -129,7 +129,10 @@ impl Sequencer {
         }
         let (keep, drop): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.waiting)
             .into_iter()
-            .partition(|(_, d)| d.dialog_request_id().is_none_or(|id| id == dialog_request_id));
+            .partition(|(_, d)| {
+                d.dialog_request_id()
+                    .is_none_or(|id| id == dialog_request_id)
+            });
         self.waiting = keep;
         actions.extend(drop.into_iter().map(|(_, d)| SequencerAction::Drop(d)));
         actions.extend(self.release());
@@ -138,15 +141,18 @@ impl Sequencer {
 
     /// A directive arrived (from any stream).
     pub fn on_directive(&mut self, d: Directive) -> Vec<SequencerAction> {
-        if let DirectiveKind::InteractionModel(interaction_model::Directive::NewDialogRequest(n)) = &d.kind {
+        if let DirectiveKind::InteractionModel(interaction_model::Directive::NewDialogRequest(n)) =
+            &d.kind
+        {
             let mut actions = self.new_dialog(&n.dialog_request_id.clone());
             actions.push(SequencerAction::Handle(d));
             return actions;
         }
-        if let Some(id) = d.dialog_request_id() {
-            if self.current.as_deref() != Some(id) && !is_stop_capture(&d) {
-                return vec![SequencerAction::Drop(d)];
-            }
+        if let Some(id) = d.dialog_request_id()
+            && self.current.as_deref() != Some(id)
+            && !is_stop_capture(&d)
+        {
+            return vec![SequencerAction::Drop(d)];
         }
         let p = policy(&d);
         if p.medium == Medium::None {
@@ -175,7 +181,11 @@ impl Sequencer {
     }
 
     /// A directive failed: the rest of its dialog is cancelled.
-    pub fn on_failed(&mut self, message_id: &str, dialog_request_id: Option<&str>) -> Vec<SequencerAction> {
+    pub fn on_failed(
+        &mut self,
+        message_id: &str,
+        dialog_request_id: Option<&str>,
+    ) -> Vec<SequencerAction> {
         self.blockers.retain(|_, b| b.message_id != message_id);
         let mut actions = Vec::new();
         if let Some(dialog) = dialog_request_id {
@@ -210,7 +220,9 @@ impl Sequencer {
             if self.blockers.range(..seq).next().is_some() {
                 break;
             }
-            let Some((seq, d)) = self.waiting.pop_front() else { break };
+            let Some((seq, d)) = self.waiting.pop_front() else {
+                break;
+            };
             if policy(&d).blocking {
                 self.blockers.insert(
                     seq,

@@ -52,6 +52,9 @@ fn malformed_inputs_are_errors_with_raw_text() {
     ] {
         let e = Directive::from_json(text.as_bytes()).unwrap_err();
         assert_eq!(e.raw, text);
-        assert_eq!(e.exception_type(), ExceptionType::UnexpectedInformationReceived);
+        assert_eq!(
+            e.exception_type(),
+            ExceptionType::UnexpectedInformationReceived
+        );
     }
 }

@@ -11,9 +11,11 @@ fn channel_stream() -> (
     impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
 ) {
     let (tx, rx) = mpsc::channel::<Bytes>(1024);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok(b), rx))
-    });
+    let stream =
+        futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|b| (Ok(b), rx)) },
+        );
     (tx, stream)
 }
 
@@ -29,11 +31,21 @@ async fn next_within(reader: &mut PartReader) -> PartEvent {
 async fn related_parts_are_delivered_before_the_next_part_arrives() {
     let mut w = RelatedWriter::new();
     let (tx, stream) = channel_stream();
-    let mut r = PartReader::new(&w.content_type(), MultipartKind::Related, stream, Limits::default()).unwrap();
+    let mut r = PartReader::new(
+        &w.content_type(),
+        MultipartKind::Related,
+        stream,
+        Limits::default(),
+    )
+    .unwrap();
 
-    tx.send(w.json_part(r#"{"directive":{"n":1}}"#)).await.unwrap();
+    tx.send(w.json_part(r#"{"directive":{"n":1}}"#))
+        .await
+        .unwrap();
     match next_within(&mut r).await {
-        PartEvent::Json { body, content_id, .. } => {
+        PartEvent::Json {
+            body, content_id, ..
+        } => {
             assert_eq!(&body[..], br#"{"directive":{"n":1}}"#);
             assert_eq!(content_id, None);
         }
@@ -50,7 +62,10 @@ async fn related_parts_are_delivered_before_the_next_part_arrives() {
             content_type: Some("application/octet-stream".into())
         }
     );
-    assert_eq!(next_within(&mut r).await, PartEvent::BinaryChunk(Bytes::from_static(b"abc")));
+    assert_eq!(
+        next_within(&mut r).await,
+        PartEvent::BinaryChunk(Bytes::from_static(b"abc"))
+    );
     tx.send(Bytes::from_static(b"def")).await.unwrap();
     tx.send(w.binary_part_end()).await.unwrap();
     let mut data = Vec::new();
@@ -72,12 +87,20 @@ async fn json_split_across_chunks_parses_once_complete() {
     let mut w = RelatedWriter::new();
     let part = w.json_part(r#"{"directive":{"header":{"a":"b"}}}"#);
     let (tx, stream) = channel_stream();
-    let mut r = PartReader::new(&w.content_type(), MultipartKind::Related, stream, Limits::default()).unwrap();
+    let mut r = PartReader::new(
+        &w.content_type(),
+        MultipartKind::Related,
+        stream,
+        Limits::default(),
+    )
+    .unwrap();
     for b in part.chunks(7) {
         tx.send(Bytes::copy_from_slice(b)).await.unwrap();
     }
     match next_within(&mut r).await {
-        PartEvent::Json { body, .. } => assert_eq!(&body[..], br#"{"directive":{"header":{"a":"b"}}}"#),
+        PartEvent::Json { body, .. } => {
+            assert_eq!(&body[..], br#"{"directive":{"header":{"a":"b"}}}"#)
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -90,15 +113,32 @@ async fn form_data_round_trip() {
     body.extend_from_slice(&w.audio_header());
     body.extend_from_slice(&[1u8; 640]);
     body.extend_from_slice(&w.finish());
-    let stream = futures_util::stream::iter(body.freeze().chunks(100).map(|c| Ok::<_, Infallible>(Bytes::copy_from_slice(c))).collect::<Vec<_>>());
-    let mut r = PartReader::new(&w.content_type(), MultipartKind::FormData, stream, Limits::default()).unwrap();
+    let stream = futures_util::stream::iter(
+        body.freeze()
+            .chunks(100)
+            .map(|c| Ok::<_, Infallible>(Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    );
+    let mut r = PartReader::new(
+        &w.content_type(),
+        MultipartKind::FormData,
+        stream,
+        Limits::default(),
+    )
+    .unwrap();
     let mut events = Vec::new();
     while let Some(e) = r.next().await.unwrap() {
         events.push(e);
     }
     assert!(matches!(&events[0], PartEvent::Json { name: Some(n), .. } if n == "metadata"));
     assert!(matches!(&events[1], PartEvent::BinaryStart { name: Some(n), .. } if n == "audio"));
-    let audio: usize = events.iter().map(|e| match e { PartEvent::BinaryChunk(c) => c.len(), _ => 0 }).sum();
+    let audio: usize = events
+        .iter()
+        .map(|e| match e {
+            PartEvent::BinaryChunk(c) => c.len(),
+            _ => 0,
+        })
+        .sum();
     assert_eq!(audio, 640);
     assert_eq!(events.last(), Some(&PartEvent::BinaryEnd));
 }
@@ -113,25 +153,67 @@ async fn oversized_parts_are_skipped_and_reading_goes_on() {
     body.extend_from_slice(&w.binary_part_end());
     body.extend_from_slice(&w.json_part(r#"{"ok":true}"#));
     body.extend_from_slice(&w.finish());
-    let stream = futures_util::stream::iter(body.freeze().chunks(512).map(|c| Ok::<_, Infallible>(Bytes::copy_from_slice(c))).collect::<Vec<_>>());
-    let limits = Limits { json_part_bytes: 1024, binary_part_bytes: 4096 };
+    let stream = futures_util::stream::iter(
+        body.freeze()
+            .chunks(512)
+            .map(|c| Ok::<_, Infallible>(Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    );
+    let limits = Limits {
+        json_part_bytes: 1024,
+        binary_part_bytes: 4096,
+    };
     let mut r = PartReader::new(&w.content_type(), MultipartKind::Related, stream, limits).unwrap();
     let mut events = Vec::new();
     while let Some(e) = r.next().await.unwrap() {
         events.push(e);
     }
-    assert!(matches!(events[0], PartEvent::Oversized { limit_bytes: 1024, .. }));
+    assert!(matches!(
+        events[0],
+        PartEvent::Oversized {
+            limit_bytes: 1024,
+            ..
+        }
+    ));
     assert!(matches!(&events[1], PartEvent::BinaryStart { content_id: Some(c), .. } if c == "big"));
-    assert!(events.iter().any(|e| matches!(e, PartEvent::Oversized { limit_bytes: 4096, .. })));
-    assert!(matches!(events.last(), Some(PartEvent::Json { body, .. }) if &body[..] == br#"{"ok":true}"#));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        PartEvent::Oversized {
+            limit_bytes: 4096,
+            ..
+        }
+    )));
+    assert!(
+        matches!(events.last(), Some(PartEvent::Json { body, .. }) if &body[..] == br#"{"ok":true}"#)
+    );
 }
 
 #[test]
 fn boundaries_and_content_ids() {
-    assert_eq!(boundary("multipart/related; boundary=abc; type=application/json", MultipartKind::Related).unwrap(), "abc");
-    assert_eq!(boundary("multipart/related; boundary=\"a b\"", MultipartKind::Related).unwrap(), "a b");
-    assert!(matches!(boundary("multipart/form-data; boundary=x", MultipartKind::Related), Err(MultipartError::WrongContentType(..))));
-    assert!(matches!(boundary("multipart/related", MultipartKind::Related), Err(MultipartError::NoBoundary(_))));
+    assert_eq!(
+        boundary(
+            "multipart/related; boundary=abc; type=application/json",
+            MultipartKind::Related
+        )
+        .unwrap(),
+        "abc"
+    );
+    assert_eq!(
+        boundary(
+            "multipart/related; boundary=\"a b\"",
+            MultipartKind::Related
+        )
+        .unwrap(),
+        "a b"
+    );
+    assert!(matches!(
+        boundary("multipart/form-data; boundary=x", MultipartKind::Related),
+        Err(MultipartError::WrongContentType(..))
+    ));
+    assert!(matches!(
+        boundary("multipart/related", MultipartKind::Related),
+        Err(MultipartError::NoBoundary(_))
+    ));
     assert!(boundary("application/json", MultipartKind::FormData).is_err());
     assert_eq!(content_id_of_url("cid:<TTS-1>").as_deref(), Some("TTS-1"));
     assert_eq!(content_id_of_url("cid:TTS-1").as_deref(), Some("TTS-1"));
@@ -140,8 +222,16 @@ fn boundaries_and_content_ids() {
 
 #[tokio::test]
 async fn garbage_is_an_error_not_a_panic() {
-    let stream = futures_util::stream::iter(vec![Ok::<_, Infallible>(Bytes::from_static(b"\x00\xffgarbage--x\r\n"))]);
-    let mut r = PartReader::new("multipart/related; boundary=x", MultipartKind::Related, stream, Limits::default()).unwrap();
+    let stream = futures_util::stream::iter(vec![Ok::<_, Infallible>(Bytes::from_static(
+        b"\x00\xffgarbage--x\r\n",
+    ))]);
+    let mut r = PartReader::new(
+        "multipart/related; boundary=x",
+        MultipartKind::Related,
+        stream,
+        Limits::default(),
+    )
+    .unwrap();
     let mut n = 0;
     while let Ok(Some(_)) = r.next().await {
         n += 1;

@@ -1,0 +1,31 @@
+//! The AVS capability agents. Each owns its state and turns directives and audio updates into
+//! [`AgentOutput`]s that the dialog core carries out (send an event, tell the sequencer a
+//! directive completed or failed, move the attention state).
+
+pub mod speaker;
+pub mod speech_recognizer;
+pub mod speech_synthesizer;
+pub mod system;
+
+use avs_proto::Event;
+
+use crate::attention::AttentionInput;
+
+/// What an agent asks the dialog core to do.
+#[derive(Debug)]
+pub enum AgentOutput {
+    /// Send this event (no context).
+    Event(Event),
+    /// Send this event with the full context.
+    EventWithContext(Event),
+    /// A blocking directive finished.
+    Completed {
+        message_id: String,
+    },
+    /// A directive failed: the rest of its dialog is cancelled.
+    Failed {
+        message_id: String,
+        dialog_request_id: Option<String>,
+    },
+    Attention(AttentionInput),
+}
