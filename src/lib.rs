@@ -11,16 +11,23 @@
 //! - `attention`, `focus`: pure state machines (attention state; Dialog > Alerts > Content).
 //! - `context`: the board of context entries events carry.
 //! - `persist`: atomic JSON state files.
+//! - `daemon`: wiring and supervision; `service`: systemd notify and signals; `control`: the
+//!   control socket (JSON lines) and its client.
 //! - `audio`: devices, capture (16 kHz frames), decoding, the mixer and playback, earcons.
 
 pub mod agents;
 pub mod attention;
 pub mod audio;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod context;
+pub mod control;
+pub mod daemon;
+pub mod demo;
 pub mod dialog;
 pub mod directives;
 pub mod focus;
 pub mod persist;
+pub mod service;
 pub mod transport;

@@ -9,7 +9,10 @@ fn shipped_example_parses_commented_and_uncommented() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/avsd.toml");
     let text = std::fs::read_to_string(&path).unwrap();
     let commented = Config::from_toml(&text, &path, &repo_hw()).unwrap();
-    assert_eq!(commented.cloud.endpoint.as_str(), "https://alexa.na.gateway.devices.a2z.com/");
+    assert_eq!(
+        commented.cloud.endpoint.as_str(),
+        "https://alexa.na.gateway.devices.a2z.com/"
+    );
     assert_eq!(commented.audio.period, Duration::from_millis(20));
 
     // Every documented default, uncommented, must parse to the same values.
@@ -31,8 +34,15 @@ fn shipped_example_parses_commented_and_uncommented() {
 #[test]
 fn every_profile_loads_and_config_wins() {
     for entry in std::fs::read_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("hw")).unwrap() {
-        let name = entry.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned();
-        let text = format!("[hardware]\nprofile = {name:?}\n[audio]\noutput = \"wav:/tmp/x.wav\"\n");
+        let name = entry
+            .unwrap()
+            .path()
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let text =
+            format!("[hardware]\nprofile = {name:?}\n[audio]\noutput = \"wav:/tmp/x.wav\"\n");
         let c = Config::from_toml(&text, Path::new("t.toml"), &repo_hw()).unwrap();
         assert_eq!(c.audio.output, "wav:/tmp/x.wav", "{name}");
         assert!(c.audio.input.starts_with("alsa:"), "{name}");
@@ -47,23 +57,41 @@ fn errors_name_the_key() {
         ("[cloud]\nendpoint = \"http://x\"\n", "cloud.endpoint"),
         ("[audio]\nduck_level = 3.0\n", "audio.duck_level"),
         ("[dialog]\nprofile = \"LOUD\"\n", "dialog.profile"),
-        ("[device]\nfirmware_version = \"0\"\n", "device.firmware_version"),
+        (
+            "[device]\nfirmware_version = \"0\"\n",
+            "device.firmware_version",
+        ),
         ("[audio]\nbogus = 1\n", "bogus"),
         ("[nonsense]\n", "nonsense"),
-        ("[hardware]\nprofile = \"no-such-board\"\n", "hardware.profile"),
+        (
+            "[hardware]\nprofile = \"no-such-board\"\n",
+            "hardware.profile",
+        ),
     ];
     for (text, key) in cases {
-        let err = Config::from_toml(text, Path::new("t.toml"), &repo_hw()).unwrap_err().to_string();
+        let err = Config::from_toml(text, Path::new("t.toml"), &repo_hw())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(key), "{text:?} gave {err:?}");
     }
 }
 
 #[test]
 fn effective_config_is_toml_with_every_section() {
-    let c = Config::from_toml("[cloud]\nregion = \"EU\"\n", Path::new("t.toml"), &repo_hw()).unwrap();
+    let c = Config::from_toml(
+        "[cloud]\nregion = \"EU\"\n",
+        Path::new("t.toml"),
+        &repo_hw(),
+    )
+    .unwrap();
     let table: toml::Table = toml::from_str(&c.to_effective_toml()).unwrap();
-    assert_eq!(table["cloud"]["endpoint"].as_str(), Some("https://alexa.eu.gateway.devices.a2z.com/"));
-    for section in ["device", "cloud", "paths", "audio", "dialog", "hardware", "log"] {
+    assert_eq!(
+        table["cloud"]["endpoint"].as_str(),
+        Some("https://alexa.eu.gateway.devices.a2z.com/")
+    );
+    for section in [
+        "device", "cloud", "paths", "audio", "dialog", "hardware", "log",
+    ] {
         assert!(table.contains_key(section), "{section}");
     }
 }

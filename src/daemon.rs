@@ -1,0 +1,190 @@
+//! Wiring: builds every part of the daemon from a [`Config`], supervises the tasks, reports to
+//! systemd and stops cleanly. `avsd run` and `avsd demo` both go through [`Daemon::start`].
+//!
+//! Stop order on shutdown (style.md P3): STOPPING=1, stop capture and speech (the dialog core
+//! does it when cancelled), let the link close its streams, join every task with a 5 s deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::audio::{AudioEngine, AudioError};
+use crate::auth::{self, AuthConfig, AuthError};
+use crate::config::Config;
+use crate::context::ContextBoard;
+use crate::control;
+use crate::dialog::{DialogCore, DialogDeps, DialogHandle};
+use crate::service;
+use crate::transport::{self, LinkConfig, LinkState};
+
+/// Why the daemon could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("not logged in ({0}); run `avsd login` first")]
+    Auth(#[source] AuthError),
+    #[error("audio: {0}")]
+    Audio(#[source] AudioError),
+    #[error("a daemon task stopped unexpectedly: {0}")]
+    TaskDied(String),
+}
+
+/// A running daemon.
+pub struct Daemon {
+    pub config: Arc<Config>,
+    pub dialog: DialogHandle,
+    pub link: watch::Receiver<LinkState>,
+    tasks: JoinSet<&'static str>,
+    shutdown: CancellationToken,
+    // Kept last: dropping it closes the audio devices after every task has stopped.
+    _audio: AudioEngine,
+}
+
+impl Daemon {
+    /// Starts everything; `shutdown` stops it.
+    pub async fn start(
+        config: Arc<Config>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, DaemonError> {
+        std::fs::create_dir_all(&config.state_dir).map_err(|source| DaemonError::StateDir {
+            path: config.state_dir.display().to_string(),
+            source,
+        })?;
+        let tls = transport::tls::client_config(config.cloud.extra_ca_file.as_deref())
+            .map_err(|e| DaemonError::Tls(e.to_string()))?;
+        let audio = AudioEngine::start(&config.audio).map_err(DaemonError::Audio)?;
+        let (auth, auth_task) = auth::spawn_auth(
+            AuthConfig {
+                lwa_base_url: config.cloud.lwa_url.clone(),
+                client_id: config.device.client_id.clone(),
+                product_id: config.device.product_id.clone(),
+                device_serial_number: config.device.serial_number.clone(),
+                state_dir: config.state_dir.clone(),
+                tls: tls.clone(),
+            },
+            shutdown.child_token(),
+        )
+        .map_err(DaemonError::Auth)?;
+
+        let board = ContextBoard::new(Vec::new());
+        let (incoming_tx, incoming_rx) = mpsc::channel(64);
+        let (link, link_task) = transport::spawn_link(
+            LinkConfig {
+                endpoint: config.cloud.endpoint.clone(),
+                tls,
+                ping_idle: config.cloud.ping_idle,
+                ping_timeout: config.cloud.ping_timeout,
+                offline_queue_events: config.cloud.offline_queue_events,
+            },
+            auth,
+            board.provider(),
+            incoming_tx,
+            shutdown.child_token(),
+        );
+        // The dialog core fills the context board before the link task first runs, so the
+        // first SynchronizeState carries every agent's state.
+        let (dialog, core) = DialogCore::new(DialogDeps {
+            config: config.clone(),
+            outbox: link.outbox.clone(),
+            attachments: link.attachments.clone(),
+            playback: audio.playback(),
+            capture: audio.capture(),
+            board,
+            incoming: incoming_rx,
+        });
+
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            auth_task.await;
+            "auth"
+        });
+        tasks.spawn(async move {
+            link_task.await;
+            "link"
+        });
+        let core_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            core.run(core_shutdown).await;
+            "dialog"
+        });
+        let socket = config.control_socket.clone();
+        let (d, l, s) = (dialog.clone(), link.state.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(e) = control::serve(&socket, d, l, s).await {
+                tracing::error!(error = %e, "control socket unavailable");
+            }
+            "control"
+        });
+        Ok(Self {
+            config,
+            dialog,
+            link: link.state,
+            tasks,
+            shutdown,
+            _audio: audio,
+        })
+    }
+
+    /// Reports to systemd and supervises until shutdown; then joins the tasks (5 s at most).
+    pub async fn supervise(mut self) -> Result<(), DaemonError> {
+        service::ready(&control::link_name(&self.link.borrow()));
+        let mut watchdog = service::watchdog_interval().map(tokio::time::interval);
+        let mut result = Ok(());
+        loop {
+            let tick = async {
+                match watchdog.as_mut() {
+                    Some(w) => {
+                        w.tick().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                changed = self.link.changed() => {
+                    if changed.is_ok() {
+                        let state = control::link_name(&self.link.borrow());
+                        tracing::info!(link = %state, "link");
+                        service::status(&state);
+                    }
+                }
+                joined = self.tasks.join_next() => {
+                    let name = match joined {
+                        Some(Ok(name)) => name.to_owned(),
+                        Some(Err(e)) => format!("panicked: {e}"),
+                        None => "all".to_owned(),
+                    };
+                    if !self.shutdown.is_cancelled() {
+                        tracing::error!(task = %name, "task stopped: shutting down so systemd restarts us");
+                        result = Err(DaemonError::TaskDied(name));
+                        self.shutdown.cancel();
+                    }
+                    break;
+                }
+                // Only reached while every task is alive: a dead one ends the loop above.
+                () = tick => service::watchdog(),
+            }
+        }
+        service::stopping();
+        self.shutdown.cancel();
+        let join_all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(5), join_all)
+            .await
+            .is_err()
+        {
+            tracing::warn!("tasks did not stop within 5 s; leaving anyway");
+            self.tasks.abort_all();
+        }
+        result
+    }
+}
