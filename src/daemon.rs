@@ -78,6 +78,7 @@ impl Daemon {
 
         let board = ContextBoard::new(Vec::new());
         let (incoming_tx, incoming_rx) = mpsc::channel(64);
+        let tls_for_media = tls.clone();
         let (link, link_task) = transport::spawn_link(
             LinkConfig {
                 endpoint: config.cloud.endpoint.clone(),
@@ -101,6 +102,9 @@ impl Daemon {
             capture: audio.capture(),
             board,
             incoming: incoming_rx,
+            fetcher: crate::media::fetch::MediaFetcher::new(&tls_for_media)
+                .map_err(|e| tracing::warn!(error = %e, "http(s) media playback unavailable"))
+                .ok(),
         });
 
         let mut tasks = JoinSet::new();

@@ -6,7 +6,8 @@
 use std::time::Instant;
 
 use avs_proto::interfaces::{
-    interaction_model, speaker as sp, speech_recognizer as sr, speech_synthesizer, system as sys,
+    audio_player as ap, interaction_model, speaker as sp, speech_recognizer as sr,
+    speech_synthesizer, system as sys,
 };
 use avs_proto::{Directive, DirectiveKind, Event, ExceptionType};
 use serde::Serialize;
@@ -14,6 +15,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::AgentOutput;
+use crate::agents::audio_player::{AudioPlayer, Button};
 use crate::agents::speaker::{Speaker, VolumeCommand};
 use crate::agents::speech_recognizer::{CaptureEnd, Initiator, RecognizerUpdate, SpeechRecognizer};
 use crate::agents::speech_synthesizer::SpeechSynthesizer;
@@ -32,6 +34,8 @@ pub enum DialogCommand {
     Listen,
     Stop,
     Volume(VolumeCommand),
+    /// A transport button (PlaybackController).
+    Button(Button),
     Status(oneshot::Sender<DialogStatus>),
 }
 
@@ -84,6 +88,8 @@ pub struct DialogDeps {
     pub capture: crate::audio::CaptureHandle,
     pub board: ContextBoard,
     pub incoming: mpsc::Receiver<Incoming>,
+    /// Downloads http(s) media; `None` disables URL playback.
+    pub fetcher: Option<crate::media::fetch::MediaFetcher>,
 }
 
 pub struct DialogCore {
@@ -101,6 +107,7 @@ pub struct DialogCore {
     recognizer: SpeechRecognizer,
     recognizer_rx: mpsc::Receiver<RecognizerUpdate>,
     synth: SpeechSynthesizer,
+    audio_player: AudioPlayer,
     speaker: Speaker,
     system: System,
     playback_tx: mpsc::Sender<(SourceId, PlaybackUpdate)>,
@@ -121,6 +128,7 @@ impl DialogCore {
             capture,
             board,
             incoming,
+            fetcher,
         } = deps;
         board.set(SpeechRecognizer::context_entry());
         let (recognizer, recognizer_rx) = SpeechRecognizer::new(
@@ -130,7 +138,8 @@ impl DialogCore {
             config.dialog.initiator.clone(),
             config.dialog.max_capture,
         );
-        let synth = SpeechSynthesizer::new(playback.clone(), attachments, board.clone());
+        let synth = SpeechSynthesizer::new(playback.clone(), attachments.clone(), board.clone());
+        let audio_player = AudioPlayer::new(playback.clone(), attachments, fetcher, board.clone());
         let speaker = Speaker::new(
             playback.clone(),
             board.clone(),
@@ -162,6 +171,7 @@ impl DialogCore {
             recognizer,
             recognizer_rx,
             synth,
+            audio_player,
             speaker,
             system,
             playback_tx,
@@ -235,6 +245,7 @@ impl DialogCore {
             d.kind,
             DirectiveKind::SpeechRecognizer(_)
                 | DirectiveKind::SpeechSynthesizer(_)
+                | DirectiveKind::AudioPlayer(_)
                 | DirectiveKind::Speaker(_)
                 | DirectiveKind::System(_)
                 | DirectiveKind::InteractionModel(_)
@@ -306,6 +317,18 @@ impl DialogCore {
                 if let Some(e) = enqueued {
                     self.forward(e.source, e.updates);
                 }
+            }
+            DirectiveKind::AudioPlayer(ap::Directive::Play(play)) => {
+                let source = self.new_source();
+                let (o, started) = self.audio_player.play(play, source);
+                out.extend(o);
+                if let Some(s) = started {
+                    self.forward(s.source, s.updates);
+                }
+            }
+            DirectiveKind::AudioPlayer(ap::Directive::Stop(_)) => self.audio_player.stop(),
+            DirectiveKind::AudioPlayer(ap::Directive::ClearQueue(c)) => {
+                out.extend(self.audio_player.clear_queue(c.clear_behavior))
             }
             DirectiveKind::Speaker(sp::Directive::SetVolume(v)) => {
                 out.extend(self.speaker.apply(VolumeCommand::Set(v.volume)))
@@ -451,6 +474,15 @@ impl DialogCore {
     }
 
     fn on_playback(&mut self, id: SourceId, update: PlaybackUpdate) {
+        if self.audio_player.owns(id) {
+            let next = self.new_source();
+            let (out, started) = self.audio_player.on_update(id, update, next);
+            if let Some(s) = started {
+                self.forward(s.source, s.updates);
+            }
+            self.apply(out);
+            return;
+        }
         if !self.synth.owns(id) {
             return;
         }
@@ -477,6 +509,11 @@ impl DialogCore {
             DialogCommand::Stop => {
                 self.recognizer.stop(CaptureEnd::LocalStop);
                 self.synth.stop_all();
+            }
+            DialogCommand::Button(b) => {
+                self.system.user_activity(Instant::now());
+                let out = self.audio_player.button(b);
+                self.apply(vec![out]);
             }
             DialogCommand::Volume(v) => {
                 let out = self.speaker.apply(v);
@@ -543,6 +580,14 @@ impl DialogCore {
                         self.publish_attention(a);
                     }
                 }
+                AgentOutput::AcquireFocus(channel) => {
+                    let changes = self.focus.acquire(channel);
+                    self.apply_focus(changes);
+                }
+                AgentOutput::ReleaseFocus(channel) => {
+                    let changes = self.focus.release(channel);
+                    self.apply_focus(changes);
+                }
             }
         }
         self.update_focus();
@@ -587,24 +632,31 @@ impl DialogCore {
         } else {
             self.focus.release(Channel::Dialog)
         };
+        self.apply_focus(changes);
+    }
+
+    /// Music under dialog: ducked or paused per config, restored when the dialog ends.
+    fn apply_focus(&mut self, changes: Vec<crate::focus::FocusChange>) {
         for change in changes {
             if change.channel != Channel::Content {
                 continue;
             }
-            match (change.focus, self.config.content_under_dialog) {
-                (Focus::Foreground, ContentUnderDialog::Duck) => {
-                    self.playback.set_channel_gain(Channel::Content, 1.0)
-                }
-                (Focus::Background, ContentUnderDialog::Duck) => self
+            let pause = self.config.content_under_dialog == ContentUnderDialog::Pause;
+            match change.focus {
+                Focus::Foreground => self.playback.set_channel_gain(Channel::Content, 1.0),
+                Focus::Background if !pause => self
                     .playback
                     .set_channel_gain(Channel::Content, self.config.duck_level),
-                (Focus::Foreground, ContentUnderDialog::Pause) => {
-                    self.playback.resume(Channel::Content)
+                _ => {}
+            }
+            let out = self.audio_player.on_focus(change.focus, pause);
+            if !out.is_empty() {
+                // Focus events (paused/resumed) cause no further focus change.
+                for o in out {
+                    if let AgentOutput::Event(e) = o {
+                        self.send(e);
+                    }
                 }
-                (Focus::Background, ContentUnderDialog::Pause) => {
-                    self.playback.pause(Channel::Content)
-                }
-                (Focus::None, _) => {}
             }
         }
     }

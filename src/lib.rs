@@ -10,6 +10,7 @@
 //! - `agents`: one module per AVS interface (SpeechRecognizer, SpeechSynthesizer, Speaker, System).
 //! - `attention`, `focus`: pure state machines (attention state; Dialog > Alerts > Content).
 //! - `context`: the board of context entries events carry.
+//! - `media`: http(s) media streams and playlists for AudioPlayer.
 //! - `persist`: atomic JSON state files.
 //! - `daemon`: wiring and supervision; `service`: systemd notify and signals; `control`: the
 //!   control socket (JSON lines) and its client.
@@ -28,6 +29,7 @@ pub mod demo;
 pub mod dialog;
 pub mod directives;
 pub mod focus;
+pub mod media;
 pub mod persist;
 pub mod service;
 pub mod transport;

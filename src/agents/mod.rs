@@ -1,7 +1,8 @@
 //! The AVS capability agents. Each owns its state and turns directives and audio updates into
 //! [`AgentOutput`]s that the dialog core carries out (send an event, tell the sequencer a
-//! directive completed or failed, move the attention state).
+//! directive completed or failed, move the attention state, take or give back an audio channel).
 
+pub mod audio_player;
 pub mod speaker;
 pub mod speech_recognizer;
 pub mod speech_synthesizer;
@@ -10,6 +11,7 @@ pub mod system;
 use avs_proto::Event;
 
 use crate::attention::AttentionInput;
+use crate::audio::Channel;
 
 /// What an agent asks the dialog core to do.
 #[derive(Debug)]
@@ -28,4 +30,7 @@ pub enum AgentOutput {
         dialog_request_id: Option<String>,
     },
     Attention(AttentionInput),
+    /// Take (or give back) an audio channel: focus changes follow.
+    AcquireFocus(Channel),
+    ReleaseFocus(Channel),
 }
