@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use avs_proto::interfaces::{
-    audio_player as ap, interaction_model, speaker as sp, speech_recognizer as sr,
+    alerts as al, audio_player as ap, interaction_model, speaker as sp, speech_recognizer as sr,
     speech_synthesizer, system as sys,
 };
 use avs_proto::{Directive, DirectiveKind, Event, ExceptionType};
@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::AgentOutput;
+use crate::agents::alerts::Alerts;
 use crate::agents::audio_player::{AudioPlayer, Button};
 use crate::agents::speaker::{Speaker, VolumeCommand};
 use crate::agents::speech_recognizer::{CaptureEnd, Initiator, RecognizerUpdate, SpeechRecognizer};
@@ -108,6 +109,7 @@ pub struct DialogCore {
     recognizer_rx: mpsc::Receiver<RecognizerUpdate>,
     synth: SpeechSynthesizer,
     audio_player: AudioPlayer,
+    alerts: Alerts,
     speaker: Speaker,
     system: System,
     playback_tx: mpsc::Sender<(SourceId, PlaybackUpdate)>,
@@ -140,6 +142,7 @@ impl DialogCore {
         );
         let synth = SpeechSynthesizer::new(playback.clone(), attachments.clone(), board.clone());
         let audio_player = AudioPlayer::new(playback.clone(), attachments, fetcher, board.clone());
+        let alerts = Alerts::new(playback.clone(), board.clone(), &config.state_dir);
         let speaker = Speaker::new(
             playback.clone(),
             board.clone(),
@@ -172,6 +175,7 @@ impl DialogCore {
             recognizer_rx,
             synth,
             audio_player,
+            alerts,
             speaker,
             system,
             playback_tx,
@@ -191,6 +195,12 @@ impl DialogCore {
             }
             if let Some((_, _, d)) = &self.pending_expect {
                 deadline = deadline.min(*d);
+            }
+            if let Some(d) = self
+                .alerts
+                .deadline(Instant::now(), time::OffsetDateTime::now_utc())
+            {
+                deadline = deadline.min(d);
             }
             tokio::select! {
                 biased;
@@ -246,6 +256,7 @@ impl DialogCore {
             DirectiveKind::SpeechRecognizer(_)
                 | DirectiveKind::SpeechSynthesizer(_)
                 | DirectiveKind::AudioPlayer(_)
+                | DirectiveKind::Alerts(_)
                 | DirectiveKind::Speaker(_)
                 | DirectiveKind::System(_)
                 | DirectiveKind::InteractionModel(_)
@@ -329,6 +340,21 @@ impl DialogCore {
             DirectiveKind::AudioPlayer(ap::Directive::Stop(_)) => self.audio_player.stop(),
             DirectiveKind::AudioPlayer(ap::Directive::ClearQueue(c)) => {
                 out.extend(self.audio_player.clear_queue(c.clear_behavior))
+            }
+            DirectiveKind::Alerts(al::Directive::SetAlert(set)) => {
+                out.extend(self.alerts.set(set, time::OffsetDateTime::now_utc()))
+            }
+            DirectiveKind::Alerts(al::Directive::DeleteAlert(t)) => {
+                out.extend(self.alerts.delete(&t.token))
+            }
+            DirectiveKind::Alerts(al::Directive::DeleteAlerts(t)) => {
+                out.extend(self.alerts.delete_many(t))
+            }
+            DirectiveKind::Alerts(al::Directive::SetVolume(v)) => {
+                out.extend(self.alerts.set_volume(v.volume))
+            }
+            DirectiveKind::Alerts(al::Directive::AdjustVolume(v)) => {
+                out.extend(self.alerts.adjust_volume(v.volume))
             }
             DirectiveKind::Speaker(sp::Directive::SetVolume(v)) => {
                 out.extend(self.speaker.apply(VolumeCommand::Set(v.volume)))
@@ -474,6 +500,11 @@ impl DialogCore {
     }
 
     fn on_playback(&mut self, id: SourceId, update: PlaybackUpdate) {
+        if self.alerts.owns(id) {
+            let out = self.alerts.on_update(id, update, Instant::now());
+            self.apply(out);
+            return;
+        }
         if self.audio_player.owns(id) {
             let next = self.new_source();
             let (out, started) = self.audio_player.on_update(id, update, next);
@@ -509,6 +540,8 @@ impl DialogCore {
             DialogCommand::Stop => {
                 self.recognizer.stop(CaptureEnd::LocalStop);
                 self.synth.stop_all();
+                let out = self.alerts.stop();
+                self.apply(out);
             }
             DialogCommand::Button(b) => {
                 self.system.user_activity(Instant::now());
@@ -532,6 +565,14 @@ impl DialogCore {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        let source = self.new_source();
+        let (out, rendering) = self
+            .alerts
+            .tick(time::OffsetDateTime::now_utc(), now, source);
+        if let Some(r) = rendering {
+            self.forward(r.source, r.updates);
+        }
+        self.apply(out);
         if let Some(out) = self.system.tick(now) {
             self.apply(vec![out]);
         }
@@ -638,6 +679,14 @@ impl DialogCore {
     /// Music under dialog: ducked or paused per config, restored when the dialog ends.
     fn apply_focus(&mut self, changes: Vec<crate::focus::FocusChange>) {
         for change in changes {
+            if change.channel == Channel::Alerts {
+                for o in self.alerts.on_focus(change.focus) {
+                    if let AgentOutput::Event(e) = o {
+                        self.send(e);
+                    }
+                }
+                continue;
+            }
             if change.channel != Channel::Content {
                 continue;
             }

@@ -2,6 +2,7 @@
 //! [`AgentOutput`]s that the dialog core carries out (send an event, tell the sequencer a
 //! directive completed or failed, move the attention state, take or give back an audio channel).
 
+pub mod alerts;
 pub mod audio_player;
 pub mod speaker;
 pub mod speech_recognizer;

@@ -1,0 +1,348 @@
+//! Alerts: timers, alarms and reminders set by the cloud, stored on disk (atomically, so they
+//! survive a restart), fired on time by the local clock whether or not the link is up, rendered
+//! on the Alerts channel (the bundled alarm sound, looped), stopped locally or by directive,
+//! and reported with every Alerts event. AlertsState goes into context.
+
+pub mod scheduler;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use avs_proto::interfaces::TokenPayload;
+use avs_proto::interfaces::alerts::{self as al, SetAlert, Tokens};
+use avs_proto::interfaces::speaker::Volume;
+use avs_proto::{ContextEntry, Event};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use self::scheduler::{Alert, AlertKind, Asset, Due, Scheduler, parse_time};
+use super::AgentOutput;
+use crate::audio::{Channel, Earcon, PlaybackHandle, PlaybackUpdate, Source, SourceId};
+use crate::context::ContextBoard;
+use crate::focus::Focus;
+use crate::persist;
+
+/// An alert without loopCount sounds for at most this long (the reference client's cap).
+const MAX_RENDER: Duration = Duration::from_secs(3600);
+/// Level of an alert pushed to the background by a dialog.
+const BACKGROUND_GAIN: f32 = 0.25;
+
+struct Sounding {
+    token: String,
+    source: Option<SourceId>,
+    loops_done: u32,
+    loop_count: Option<u32>,
+    loop_pause: Duration,
+    started: Instant,
+    next_loop_at: Option<Instant>,
+}
+
+/// A source the core must route updates for.
+pub struct Rendering {
+    pub source: SourceId,
+    pub updates: tokio::sync::mpsc::Receiver<PlaybackUpdate>,
+}
+
+pub struct Alerts {
+    playback: PlaybackHandle,
+    board: ContextBoard,
+    path: PathBuf,
+    scheduler: Scheduler,
+    sounding: Option<Sounding>,
+    volume: u8,
+}
+
+fn event(e: &al::Event) -> AgentOutput {
+    AgentOutput::Event(Event::new(al::NAMESPACE, e))
+}
+
+fn token(t: &str) -> TokenPayload {
+    TokenPayload {
+        token: t.to_owned(),
+    }
+}
+
+impl Alerts {
+    /// Loads the stored alerts (a corrupt file is logged and set aside, never fatal).
+    pub fn new(playback: PlaybackHandle, board: ContextBoard, state_dir: &std::path::Path) -> Self {
+        let path = state_dir.join("alerts.json");
+        let stored = match persist::read_json::<Vec<Alert>>(&path) {
+            Ok(a) => a.unwrap_or_default(),
+            Err(e) => {
+                tracing::error!(error = %e, "stored alerts unreadable; starting without them");
+                let _ = std::fs::rename(&path, path.with_extension("json.corrupt"));
+                Vec::new()
+            }
+        };
+        tracing::info!(alerts = stored.len(), "alerts loaded");
+        let me = Self {
+            playback,
+            board,
+            path,
+            scheduler: Scheduler::from_alerts(stored),
+            sounding: None,
+            volume: 100,
+        };
+        me.publish();
+        me
+    }
+
+    fn publish(&self) {
+        let entry = |a: &Alert| json!({"token": a.token, "type": a.kind.as_str(), "scheduledTime": a.scheduled_time_avs()});
+        let all = self.scheduler.alerts().map(entry).collect();
+        let active = self.scheduler.active().map(entry).into_iter().collect();
+        self.board.set(ContextEntry::alerts_state(all, active));
+    }
+
+    fn save(&self) {
+        let alerts: Vec<Alert> = self.scheduler.alerts().cloned().collect();
+        if let Err(e) = persist::write_json(&self.path, &alerts, 0o600) {
+            tracing::error!(error = %e, "alerts not persisted");
+        }
+    }
+
+    pub fn owns(&self, source: SourceId) -> bool {
+        self.sounding
+            .as_ref()
+            .is_some_and(|s| s.source == Some(source))
+    }
+
+    pub fn is_sounding(&self) -> bool {
+        self.sounding.is_some()
+    }
+
+    /// SetAlert: store, then report.
+    pub fn set(&mut self, set: &SetAlert, now: OffsetDateTime) -> Vec<AgentOutput> {
+        let Some(scheduled) = parse_time(&set.scheduled_time) else {
+            tracing::warn!(token = %set.token, time = %set.scheduled_time, "SetAlert with an unreadable scheduledTime");
+            return vec![event(&al::Event::SetAlertFailed(token(&set.token)))];
+        };
+        let order: Vec<&String> = if set.asset_play_order.is_empty() {
+            set.assets.iter().map(|a| &a.asset_id).collect()
+        } else {
+            set.asset_play_order.iter().collect()
+        };
+        let assets = order
+            .into_iter()
+            .filter_map(|id| set.assets.iter().find(|a| &a.asset_id == id))
+            .map(|a| Asset {
+                id: a.asset_id.clone(),
+                url: a.url.clone(),
+            })
+            .collect();
+        let alert = Alert {
+            token: set.token.clone(),
+            kind: AlertKind::parse(&set.kind),
+            scheduled,
+            assets,
+            loop_count: set.loop_count,
+            loop_pause_ms: set.loop_pause_in_milliseconds,
+        };
+        let mut out = Vec::new();
+        match self.scheduler.set(alert, now) {
+            Ok(replaced_active) => {
+                if replaced_active {
+                    out.extend(self.silence());
+                    out.push(event(&al::Event::AlertStopped(token(&set.token))));
+                }
+                self.save();
+                out.push(event(&al::Event::SetAlertSucceeded(token(&set.token))));
+            }
+            Err(why) => {
+                tracing::warn!(token = %set.token, %why, "SetAlert refused");
+                out.push(event(&al::Event::SetAlertFailed(token(&set.token))));
+            }
+        }
+        self.publish();
+        out
+    }
+
+    /// DeleteAlert: an unknown token also succeeds (the alert is gone either way).
+    pub fn delete(&mut self, t: &str) -> Vec<AgentOutput> {
+        let mut out = self.remove(t);
+        out.push(event(&al::Event::DeleteAlertSucceeded(token(t))));
+        out
+    }
+
+    pub fn delete_many(&mut self, tokens: &Tokens) -> Vec<AgentOutput> {
+        let mut out = Vec::new();
+        for t in &tokens.tokens {
+            out.extend(self.remove(t));
+        }
+        out.push(event(&al::Event::DeleteAlertsSucceeded(tokens.clone())));
+        out
+    }
+
+    fn remove(&mut self, t: &str) -> Vec<AgentOutput> {
+        let mut out = Vec::new();
+        if let Some((_, was_active)) = self.scheduler.delete(t) {
+            if was_active {
+                out.extend(self.silence());
+                out.push(event(&al::Event::AlertStopped(token(t))));
+            }
+            self.save();
+        }
+        self.publish();
+        out
+    }
+
+    pub fn set_volume(&mut self, volume: u8) -> Vec<AgentOutput> {
+        self.volume = volume.min(100);
+        self.playback
+            .set_channel_gain(Channel::Alerts, f32::from(self.volume) / 100.0);
+        vec![event(&al::Event::VolumeChanged(Volume {
+            volume: self.volume,
+        }))]
+    }
+
+    pub fn adjust_volume(&mut self, delta: i16) -> Vec<AgentOutput> {
+        let v = (i16::from(self.volume) + delta).clamp(0, 100) as u8;
+        self.set_volume(v)
+    }
+
+    /// Local stop (button, `avsd stop`): the sounding alert ends.
+    pub fn stop(&mut self) -> Vec<AgentOutput> {
+        let Some(t) = self.sounding.as_ref().map(|s| s.token.clone()) else {
+            return Vec::new();
+        };
+        let mut out = self.silence();
+        self.scheduler.finish_active();
+        self.save();
+        self.publish();
+        out.push(event(&al::Event::AlertStopped(token(&t))));
+        out
+    }
+
+    /// Stops the sound and gives the Alerts channel back.
+    fn silence(&mut self) -> Vec<AgentOutput> {
+        match self.sounding.take() {
+            Some(s) => {
+                if let Some(id) = s.source {
+                    self.playback.stop(id);
+                }
+                vec![AgentOutput::ReleaseFocus(Channel::Alerts)]
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// When [`Alerts::tick`] must run next.
+    pub fn deadline(&self, now_instant: Instant, now: OffsetDateTime) -> Option<Instant> {
+        let wall = self.scheduler.next_deadline().map(|at| {
+            let wait = at - now;
+            now_instant + Duration::try_from(wait).unwrap_or(Duration::ZERO)
+        });
+        let looping = self.sounding.as_ref().and_then(|s| s.next_loop_at);
+        match (wall, looping) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Fires what is due (also right after a restart) and restarts loops after their pause.
+    pub fn tick(
+        &mut self,
+        now: OffsetDateTime,
+        now_instant: Instant,
+        source: SourceId,
+    ) -> (Vec<AgentOutput>, Option<Rendering>) {
+        let mut out = Vec::new();
+        let mut rendering = None;
+        for due in self.scheduler.due(now) {
+            match due {
+                Due::Discard(a) => {
+                    tracing::warn!(token = %a.token, scheduled = %a.scheduled_time_avs(), "alert more than 30 minutes overdue: discarded");
+                    out.push(event(&al::Event::AlertStopped(token(&a.token))));
+                }
+                Due::Fire(a) => {
+                    tracing::info!(token = %a.token, kind = a.kind.as_str(), late_ms = (now - a.scheduled).whole_milliseconds(), "alert fires");
+                    self.sounding = Some(Sounding {
+                        token: a.token.clone(),
+                        source: None,
+                        loops_done: 0,
+                        loop_count: a.loop_count,
+                        loop_pause: Duration::from_millis(a.loop_pause_ms.unwrap_or(0)),
+                        started: now_instant,
+                        next_loop_at: None,
+                    });
+                    out.push(event(&al::Event::AlertStarted(token(&a.token))));
+                    out.push(AgentOutput::AcquireFocus(Channel::Alerts));
+                    rendering = self.render(source);
+                }
+            }
+            self.save();
+        }
+        if rendering.is_none()
+            && let Some(s) = self.sounding.as_mut()
+            && s.next_loop_at.is_some_and(|t| t <= now_instant)
+        {
+            s.next_loop_at = None;
+            rendering = self.render(source);
+        }
+        self.publish();
+        (out, rendering)
+    }
+
+    fn render(&mut self, id: SourceId) -> Option<Rendering> {
+        let s = self.sounding.as_mut()?;
+        s.source = Some(id);
+        let updates = self
+            .playback
+            .enqueue(Channel::Alerts, id, Source::Earcon(Earcon::Alarm));
+        Some(Rendering {
+            source: id,
+            updates,
+        })
+    }
+
+    /// One play of the alert sound ended: loop again (after the pause) or end the alert.
+    pub fn on_update(
+        &mut self,
+        id: SourceId,
+        update: PlaybackUpdate,
+        now_instant: Instant,
+    ) -> Vec<AgentOutput> {
+        if !self.owns(id) {
+            return Vec::new();
+        }
+        match update {
+            PlaybackUpdate::Finished { .. } | PlaybackUpdate::Failed { .. } => {
+                let Some(s) = self.sounding.as_mut() else {
+                    return Vec::new();
+                };
+                s.loops_done += 1;
+                s.source = None;
+                let done = s.loop_count.is_some_and(|n| s.loops_done >= n)
+                    || now_instant.duration_since(s.started) >= MAX_RENDER;
+                if done {
+                    return self.stop();
+                }
+                s.next_loop_at = Some(now_instant + s.loop_pause);
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The Alerts channel's focus changed.
+    pub fn on_focus(&mut self, focus: Focus) -> Vec<AgentOutput> {
+        let Some(t) = self.sounding.as_ref().map(|s| s.token.clone()) else {
+            return Vec::new();
+        };
+        match focus {
+            Focus::Foreground => {
+                self.playback
+                    .set_channel_gain(Channel::Alerts, f32::from(self.volume) / 100.0);
+                vec![event(&al::Event::AlertEnteredForeground(token(&t)))]
+            }
+            Focus::Background => {
+                self.playback.set_channel_gain(
+                    Channel::Alerts,
+                    BACKGROUND_GAIN * f32::from(self.volume) / 100.0,
+                );
+                vec![event(&al::Event::AlertEnteredBackground(token(&t)))]
+            }
+            Focus::None => Vec::new(),
+        }
+    }
+}
