@@ -62,6 +62,7 @@ pub enum Command {
         value: String,
     },
     /// A whole spoken dialog against a built-in avs-sim: no account, no network needed.
+    #[cfg(feature = "demo")]
     Demo(crate::demo::DemoArgs),
 }
 
@@ -110,6 +111,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     ExitCode::from(2)
                 }
             },
+            #[cfg(feature = "demo")]
             Command::Demo(args) => crate::demo::run(args).await,
         }
     })

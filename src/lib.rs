@@ -25,6 +25,7 @@ pub mod config;
 pub mod context;
 pub mod control;
 pub mod daemon;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod dialog;
 pub mod directives;
