@@ -26,7 +26,8 @@ use crate::vad::{EndOfSpeechDetector, VadConfig, VadEvent};
 #[derive(Debug)]
 enum AudioUpdate {
     SpeechStarted,
-    EndOfSpeech { at: Duration },
+    /// The utterance is over (trailing silence, or the cap with or without speech).
+    EndOfSpeech { at: Duration, heard_speech: bool },
     /// The request body ended (or broke) after `audio_bytes` of audio.
     BodyEnded { audio_bytes: usize },
     Malformed(String),
@@ -109,9 +110,9 @@ pub async fn serve(
         };
         match update {
             Some(AudioUpdate::SpeechStarted) => heard_speech = true,
-            Some(AudioUpdate::EndOfSpeech { at }) => {
-                tracing::info!(%dialog, ?at, "end of speech");
-                heard_speech = true;
+            Some(AudioUpdate::EndOfSpeech { at, heard_speech: heard }) => {
+                tracing::info!(%dialog, ?at, heard, "end of speech");
+                heard_speech = heard;
                 if !press_and_hold {
                     end_of_speech = true;
                     break;
@@ -230,7 +231,7 @@ fn sanitize(s: &str) -> String {
 }
 
 /// Reads the rest of the Recognize body: finds the `audio` part by name, runs the VAD on it and
-/// keeps the PCM for the WAV; forces an end of speech after `max_audio`.
+/// keeps the PCM for the WAV; the detector ends the utterance after `max_audio` at the latest.
 async fn read_audio(
     mut reader: PartReader,
     updates: mpsc::Sender<AudioUpdate>,
@@ -239,14 +240,12 @@ async fn read_audio(
     seq: usize,
     wav_path: std::path::PathBuf,
 ) {
-    let max_audio_bytes = (max_audio.as_millis() as usize).saturating_mul(32);
-    let mut vad = EndOfSpeechDetector::new(VadConfig::default());
+    let mut vad = EndOfSpeechDetector::new(VadConfig {
+        max_utterance: max_audio,
+        ..VadConfig::default()
+    });
     let mut in_audio = false;
     let mut pcm = BytesMut::new();
-    // Bytes of an odd-length chunk wait here so the VAD always sees whole samples.
-    let mut fed_bytes = 0usize;
-    let mut ended = false;
-    let mut started = false;
     loop {
         match reader.next().await {
             Ok(Some(PartEvent::BinaryStart { name, .. })) => {
@@ -254,26 +253,19 @@ async fn read_audio(
             }
             Ok(Some(PartEvent::BinaryChunk(chunk))) if in_audio => {
                 pcm.extend_from_slice(&chunk);
-                let whole = pcm.len() & !1;
-                if !ended && whole > fed_bytes {
-                    match vad.push(&pcm[fed_bytes..whole]) {
-                        Some(VadEvent::SpeechStarted { .. }) if !started => {
-                            started = true;
-                            let _ = updates.send(AudioUpdate::SpeechStarted).await;
-                        }
-                        Some(VadEvent::EndOfSpeech { at }) => {
-                            ended = true;
-                            let _ = updates.send(AudioUpdate::EndOfSpeech { at }).await;
-                        }
-                        _ => {}
-                    }
-                    fed_bytes = whole;
-                    if !ended && fed_bytes >= max_audio_bytes {
-                        ended = true;
-                        let at = max_audio;
-                        tracing::info!(?at, "no end of speech found; forcing one");
-                        let _ = updates.send(AudioUpdate::EndOfSpeech { at }).await;
-                    }
+                // One push may hold several decisions; the detector keeps the rest until
+                // drained with empty pushes.
+                let mut input: &[u8] = &chunk;
+                while let Some(decision) = vad.push(input) {
+                    input = &[];
+                    let update = match decision {
+                        VadEvent::SpeechStarted { .. } => AudioUpdate::SpeechStarted,
+                        VadEvent::EndOfSpeech { at } => AudioUpdate::EndOfSpeech {
+                            at,
+                            heard_speech: vad.speech_started().is_some(),
+                        },
+                    };
+                    let _ = updates.send(update).await;
                 }
             }
             Ok(Some(PartEvent::BinaryEnd)) => in_audio = false,
