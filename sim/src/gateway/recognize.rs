@@ -22,6 +22,9 @@ use crate::lwa::Grant;
 use crate::turn::{self, TurnDirective};
 use crate::vad::{EndOfSpeechDetector, VadConfig, VadEvent};
 
+/// How long the half attachment is left to be read before the stream is reset.
+const KILL_DELAY: Duration = Duration::from_millis(300);
+
 /// What the audio reader tells the turn.
 #[derive(Debug)]
 enum AudioUpdate {
@@ -185,6 +188,8 @@ pub async fn serve(
             let _ = send_bytes(&mut o.stream, o.writer.binary_part_start(cid), false).await;
             let half = mp3.slice(..mp3.len() / 2);
             let _ = send_bytes(&mut o.stream, half, false).await;
+            // A reset discards whatever the peer has not read yet; give it the first half.
+            tokio::time::sleep(KILL_DELAY).await;
             o.stream.send_reset(h2::Reason::INTERNAL_ERROR);
             shared.recorder.set_status(seq, 200);
             producer.abort();
