@@ -44,6 +44,9 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct LiveRequests {
     inner: Arc<Mutex<Registry>>,
     token_lifetime: Duration,
+    /// Open skill sessions by deviceId, kept here because a skill session spans turns exactly
+    /// as long as the skill host's registry does (see [`crate::skill`]).
+    sessions: Arc<Mutex<HashMap<String, crate::skill::SkillSession>>>,
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +120,7 @@ impl LiveRequests {
         Self {
             inner: Arc::new(Mutex::new(Registry::default())),
             token_lifetime: lifetime,
+            sessions: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -286,6 +290,30 @@ impl LiveRequests {
             sink: entry.sink.clone(),
             delivered: entry.delivered.clone(),
         })
+    }
+
+    /// Takes the open skill session of `device_id` out of the store (a turn owns it while it runs).
+    pub(crate) fn take_session(&self, device_id: &str) -> Option<crate::skill::SkillSession> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(device_id)
+    }
+
+    /// Puts a session that stays open back for the device's next turn.
+    pub(crate) fn store_session(&self, device_id: &str, session: crate::skill::SkillSession) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(device_id.to_owned(), session);
+    }
+
+    /// Whether `device_id` has an open skill session.
+    pub fn has_session(&self, device_id: &str) -> bool {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(device_id)
     }
 
     /// The requestId an unexpired `token` was issued for, or 401.
