@@ -1,1 +1,3 @@
-//! The HTTP/2 link to AVS (owned by the link work; placeholder).
+//! The HTTP/2 link to AVS (work in progress).
+pub mod backoff;
+pub mod tls;
