@@ -57,13 +57,16 @@ async fn login_honours_pending_and_slow_down_then_takes_a_new_code_when_one_expi
     let admin = sim.handle.admin.clone();
     let seen = codes.clone();
     let started = std::time::Instant::now();
-    tokio::time::timeout(Duration::from_secs(30), login(&cfg, move |code| {
-        let mut seen = seen.lock().unwrap();
-        seen.push(code.clone());
-        if seen.len() == 2 {
-            assert!(admin.approve(&code.user_code));
-        }
-    }))
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        login(&cfg, move |code| {
+            let mut seen = seen.lock().unwrap();
+            seen.push(code.clone());
+            if seen.len() == 2 {
+                assert!(admin.approve(&code.user_code));
+            }
+        }),
+    )
     .await
     .unwrap()
     .unwrap();
@@ -83,16 +86,34 @@ async fn login_honours_pending_and_slow_down_then_takes_a_new_code_when_one_expi
         .filter(|r| r.path.eq_ignore_ascii_case("/auth/O2/token"))
         .collect();
     let statuses: Vec<_> = polls.iter().map(|r| r.status).collect();
-    assert_eq!(statuses, vec![Some(400), Some(400), Some(400), Some(200)], "{polls:?}");
+    assert_eq!(
+        statuses,
+        vec![Some(400), Some(400), Some(400), Some(200)],
+        "{polls:?}"
+    );
     let gap = |i: usize| polls[i + 1].at - polls[i].at;
-    assert!(gap(0) >= Duration::from_millis(950) && gap(0) < Duration::from_millis(1500), "{:?}", gap(0));
-    assert!(gap(1) >= Duration::from_millis(1950), "slow_down doubles the interval: {:?}", gap(1));
+    assert!(
+        gap(0) >= Duration::from_millis(950) && gap(0) < Duration::from_millis(1500),
+        "{:?}",
+        gap(0)
+    );
+    assert!(
+        gap(1) >= Duration::from_millis(1950),
+        "slow_down doubles the interval: {:?}",
+        gap(1)
+    );
 
     // The token file: 0600, only the file itself in the directory (no temp leftovers).
     assert!(has_tokens(&dir));
     let path = token_store::token_path(&dir);
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("tokens.json")]);
     let stored = token_store::load(&dir).unwrap();
     assert!(stored.access_token.starts_with("Atza|") && stored.refresh_token.starts_with("Atzr|"));
@@ -102,7 +123,13 @@ async fn login_honours_pending_and_slow_down_then_takes_a_new_code_when_one_expi
     let (auth, auth_task) = spawn_auth(cfg.clone(), shutdown.clone()).unwrap();
     tokio::spawn(auth_task);
     let (tx, _rx) = mpsc::channel(8);
-    let (mut link, task) = spawn_link(sim.link_config(&sim.handle.url), auth, context_provider(), tx, shutdown.clone());
+    let (mut link, task) = spawn_link(
+        sim.link_config(&sim.handle.url),
+        auth,
+        context_provider(),
+        tx,
+        shutdown.clone(),
+    );
     tokio::spawn(task);
     connected(&mut link.state).await;
     shutdown.cancel();
@@ -117,16 +144,25 @@ async fn missing_or_corrupt_token_files_are_named_with_the_login_hint() {
     let dir = state_dir("corrupt");
     let sim = Sim::start(SimConfig::default()).await;
     let cfg = auth_config(&sim, &dir);
-    let err = spawn_auth(cfg.clone(), CancellationToken::new()).err().unwrap();
+    let err = spawn_auth(cfg.clone(), CancellationToken::new())
+        .err()
+        .unwrap();
     let text = err.to_string();
-    assert!(text.contains(&dir.join("tokens.json").display().to_string()) && text.contains("avsd login"), "{text}");
+    assert!(
+        text.contains(&dir.join("tokens.json").display().to_string())
+            && text.contains("avsd login"),
+        "{text}"
+    );
     assert!(err.requires_relogin());
 
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("tokens.json"), b"{\"access_token\": \"Atza|x\", ").unwrap();
     let err = spawn_auth(cfg, CancellationToken::new()).err().unwrap();
     let text = err.to_string();
-    assert!(text.contains("corrupt") && text.contains("tokens.json") && text.contains("avsd login"), "{text}");
+    assert!(
+        text.contains("corrupt") && text.contains("tokens.json") && text.contains("avsd login"),
+        "{text}"
+    );
     assert!(err.requires_relogin());
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -140,7 +176,12 @@ async fn refreshes_ahead_of_expiry_and_on_demand_and_stores_the_new_token() {
     .await;
     let dir = state_dir("refresh");
     let (access, refresh) = sim.handle.admin.issue_token(CLIENT_ID, PRODUCT_ID, SERIAL);
-    let issued = StoredTokens::issued(access.clone(), refresh, Duration::from_secs(4), SystemTime::now());
+    let issued = StoredTokens::issued(
+        access.clone(),
+        refresh,
+        Duration::from_secs(4),
+        SystemTime::now(),
+    );
     token_store::save(&dir, &issued).unwrap();
     let shutdown = CancellationToken::new();
     let (auth, task) = spawn_auth(auth_config(&sim, &dir), shutdown.clone()).unwrap();
@@ -148,23 +189,45 @@ async fn refreshes_ahead_of_expiry_and_on_demand_and_stores_the_new_token() {
     let mut token = auth.access_token();
     let first = token.borrow_and_update().clone().unwrap();
     assert_eq!(first, avsd::auth::AccessToken::new(access.clone()));
-    assert!(!format!("{first:?} {first}").contains(&access), "tokens are redacted");
+    assert!(
+        !format!("{first:?} {first}").contains(&access),
+        "tokens are redacted"
+    );
 
     // Lifetime 4 s, lead a quarter of it: refreshed about 3 s after issue, before expiry.
     let t0 = std::time::Instant::now();
-    tokio::time::timeout(Duration::from_secs(10), token.changed()).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), token.changed())
+        .await
+        .unwrap()
+        .unwrap();
     let elapsed = t0.elapsed();
-    assert!(elapsed >= Duration::from_millis(2500) && elapsed < Duration::from_secs(4), "refreshed after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(2500) && elapsed < Duration::from_secs(4),
+        "refreshed after {elapsed:?}"
+    );
     let second = token.borrow_and_update().clone().unwrap();
     assert_ne!(second, first);
     let stored = token_store::load(&dir).unwrap();
-    assert_eq!(avsd::auth::AccessToken::new(stored.access_token.clone()), second);
-    assert_eq!(std::fs::metadata(token_store::token_path(&dir)).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        avsd::auth::AccessToken::new(stored.access_token.clone()),
+        second
+    );
+    assert_eq!(
+        std::fs::metadata(token_store::token_path(&dir))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
 
     // On demand (what the link does after a 403): at once, not 3 s later.
     let t1 = std::time::Instant::now();
     auth.refresh_now();
-    tokio::time::timeout(Duration::from_secs(10), token.changed()).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), token.changed())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(t1.elapsed() < Duration::from_secs(2), "{:?}", t1.elapsed());
     assert_ne!(token.borrow_and_update().clone().unwrap(), second);
     assert_eq!(*auth.state().borrow(), AuthState::Authorized);
@@ -185,15 +248,30 @@ async fn a_rejected_refresh_token_means_needs_login_for_auth_and_link() {
     token_store::save(&dir, &expired).unwrap();
     let shutdown = CancellationToken::new();
     let (auth, task) = spawn_auth(auth_config(&sim, &dir), shutdown.clone()).unwrap();
-    assert!(auth.access_token().borrow().is_none(), "an expired token is not published");
+    assert!(
+        auth.access_token().borrow().is_none(),
+        "an expired token is not published"
+    );
     tokio::spawn(task);
     let mut state = auth.state();
-    tokio::time::timeout(WAIT, state.wait_for(|s| *s == AuthState::NeedsLogin)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, state.wait_for(|s| *s == AuthState::NeedsLogin))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!has_tokens(&dir), "the revoked tokens are cleared");
     let (tx, _rx) = mpsc::channel(8);
-    let (mut link, link_task) = spawn_link(sim.link_config(&sim.handle.url), auth, context_provider(), tx, shutdown.clone());
+    let (mut link, link_task) = spawn_link(
+        sim.link_config(&sim.handle.url),
+        auth,
+        context_provider(),
+        tx,
+        shutdown.clone(),
+    );
     tokio::spawn(link_task);
-    wait_state(&mut link.state, "NeedsLogin", |s| *s == LinkState::NeedsLogin).await;
+    wait_state(&mut link.state, "NeedsLogin", |s| {
+        *s == LinkState::NeedsLogin
+    })
+    .await;
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -44,15 +44,6 @@ fn event_statuses_since(sim: &Sim, mark: usize) -> Vec<Option<u16>> {
         .collect()
 }
 
-async fn outbox_drained(outbox: &avsd::transport::Outbox) {
-    let wait = async {
-        while outbox.queued_len() > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(WAIT, wait).await.expect("outbox never drained");
-}
-
 fn count_downchannels(sim: &Sim) -> usize {
     sim.handle
         .recorder
@@ -68,24 +59,48 @@ async fn connects_downchannel_first_then_synchronizes_state_and_exchanges_messag
     let (auth, _manual) = sim.manual_auth();
     let (incoming_tx, mut incoming) = mpsc::channel(32);
     let shutdown = CancellationToken::new();
-    let (mut link, task) = spawn_link(sim.link_config(&sim.handle.url), auth, context_provider(), incoming_tx, shutdown.clone());
+    let (mut link, task) = spawn_link(
+        sim.link_config(&sim.handle.url),
+        auth,
+        context_provider(),
+        incoming_tx,
+        shutdown.clone(),
+    );
     let task = tokio::spawn(task);
     connected(&mut link.state).await;
 
     let records = sim.handle.recorder.records();
-    let dc = records.iter().position(|r| r.path == avs_proto::DIRECTIVES_PATH && r.status == Some(200)).unwrap();
+    let dc = records
+        .iter()
+        .position(|r| r.path == avs_proto::DIRECTIVES_PATH && r.status == Some(200))
+        .unwrap();
     let sync = records
         .iter()
-        .position(|r| r.event.as_ref().is_some_and(|e| e.qualified_name() == "System.SynchronizeState"))
+        .position(|r| {
+            r.event
+                .as_ref()
+                .is_some_and(|e| e.qualified_name() == "System.SynchronizeState")
+        })
         .expect("SynchronizeState sent before Connected");
-    assert!(dc < sync, "downchannel must open before SynchronizeState: {records:?}");
+    assert!(
+        dc < sync,
+        "downchannel must open before SynchronizeState: {records:?}"
+    );
     assert!(records[sync].event.as_ref().unwrap().has_context);
     assert_eq!(records[sync].status, Some(204));
 
     // A directive pushed on the downchannel arrives typed.
     let header = avs_proto::Header::new("Speaker", "SetVolume");
     let id = header.message_id.clone();
-    let n = sim.handle.admin.push(Some(SERIAL), avs_proto::Directive::build(header, json!({"volume": 33}))).await.unwrap();
+    let n = sim
+        .handle
+        .admin
+        .push(
+            Some(SERIAL),
+            avs_proto::Directive::build(header, json!({"volume": 33})),
+        )
+        .await
+        .unwrap();
     assert_eq!(n, 1);
     let d = next_directive(&mut incoming, "Speaker.SetVolume").await;
     assert_eq!(d.header.message_id, id);
@@ -96,11 +111,19 @@ async fn connects_downchannel_first_then_synchronizes_state_and_exchanges_messag
     }
     for n in 0..3 {
         let r = sim.handle.recorder.wait_for(0, WAIT, "VolumeChanged", |r| {
-            r.event.as_ref().is_some_and(|e| e.name == "VolumeChanged" && e.payload["volume"] == n)
+            r.event
+                .as_ref()
+                .is_some_and(|e| e.name == "VolumeChanged" && e.payload["volume"] == n)
         });
         r.await.unwrap();
     }
-    let vols: Vec<_> = sim.handle.recorder.events("Speaker.VolumeChanged").iter().map(|r| r.event.as_ref().unwrap().payload["volume"].clone()).collect();
+    let vols: Vec<_> = sim
+        .handle
+        .recorder
+        .events("Speaker.VolumeChanged")
+        .iter()
+        .map(|r| r.event.as_ref().unwrap().payload["volume"].clone())
+        .collect();
     assert_eq!(vols, vec![json!(0), json!(1), json!(2)]);
 
     shutdown.cancel();
@@ -114,7 +137,13 @@ async fn goaway_rst_stream_and_dropped_connection_each_reconnect_and_resynchroni
     let (auth, _manual) = sim.manual_auth();
     let (incoming_tx, _incoming) = mpsc::channel(32);
     let shutdown = CancellationToken::new();
-    let (mut link, task) = spawn_link(sim.link_config(&sim.handle.url), auth, context_provider(), incoming_tx, shutdown.clone());
+    let (mut link, task) = spawn_link(
+        sim.link_config(&sim.handle.url),
+        auth,
+        context_provider(),
+        incoming_tx,
+        shutdown.clone(),
+    );
     tokio::spawn(task);
     connected(&mut link.state).await;
 
@@ -136,11 +165,19 @@ async fn goaway_rst_stream_and_dropped_connection_each_reconnect_and_resynchroni
             .wait_for_event_after(before, "System.SynchronizeState", WAIT)
             .await
             .unwrap_or_else(|e| panic!("no SynchronizeState after {fault:?}: {e}"));
-        assert_eq!(count_downchannels(&sim), downchannels + 1, "one new downchannel after {fault:?}");
+        assert_eq!(
+            count_downchannels(&sim),
+            downchannels + 1,
+            "one new downchannel after {fault:?}"
+        );
         // The new connection carries events.
         let mark = sim.handle.recorder.len();
         link.outbox.send(event("VolumeChanged", 7));
-        sim.handle.recorder.wait_for_event_after(mark, "Speaker.VolumeChanged", WAIT).await.unwrap();
+        sim.handle
+            .recorder
+            .wait_for_event_after(mark, "Speaker.VolumeChanged", WAIT)
+            .await
+            .unwrap();
     }
     shutdown.cancel();
 }
@@ -151,17 +188,31 @@ async fn malformed_and_unknown_directives_are_reported_and_the_connection_surviv
     let (auth, _manual) = sim.manual_auth();
     let (incoming_tx, mut incoming) = mpsc::channel(32);
     let shutdown = CancellationToken::new();
-    let (mut link, task) = spawn_link(sim.link_config(&sim.handle.url), auth, context_provider(), incoming_tx, shutdown.clone());
+    let (mut link, task) = spawn_link(
+        sim.link_config(&sim.handle.url),
+        auth,
+        context_provider(),
+        incoming_tx,
+        shutdown.clone(),
+    );
     tokio::spawn(task);
     connected(&mut link.state).await;
     let downchannels = count_downchannels(&sim);
 
-    sim.handle.admin.fault(&Fault::MalformedDirective { device: None }).await.unwrap();
+    sim.handle
+        .admin
+        .fault(&Fault::MalformedDirective { device: None })
+        .await
+        .unwrap();
     match next_incoming(&mut incoming, "the malformed directive").await {
         Incoming::Malformed(e) => assert!(e.raw.contains("SetVolume"), "{e:?}"),
         other => panic!("expected Malformed, got {other:?}"),
     }
-    sim.handle.admin.fault(&Fault::UnknownDirective { device: None }).await.unwrap();
+    sim.handle
+        .admin
+        .fault(&Fault::UnknownDirective { device: None })
+        .await
+        .unwrap();
     match next_incoming(&mut incoming, "the unknown directive").await {
         Incoming::Directive(d) => {
             assert_eq!(d.qualified_name(), "Bogus.DoSomethingUnheardOf");
@@ -170,10 +221,21 @@ async fn malformed_and_unknown_directives_are_reported_and_the_connection_surviv
         other => panic!("expected an unknown Directive, got {other:?}"),
     }
     let header = avs_proto::Header::new("Speaker", "SetMute");
-    sim.handle.admin.push(None, avs_proto::Directive::build(header, json!({"mute": true}))).await.unwrap();
+    sim.handle
+        .admin
+        .push(
+            None,
+            avs_proto::Directive::build(header, json!({"mute": true})),
+        )
+        .await
+        .unwrap();
     next_directive(&mut incoming, "Speaker.SetMute").await;
     assert_eq!(*link.state.borrow(), LinkState::Connected);
-    assert_eq!(count_downchannels(&sim), downchannels, "no reconnect for bad directives");
+    assert_eq!(
+        count_downchannels(&sim),
+        downchannels,
+        "no reconnect for bad directives"
+    );
     shutdown.cancel();
 }
 
@@ -183,13 +245,23 @@ async fn events_answered_503_or_429_are_retried_until_accepted_once() {
     let (auth, _manual) = sim.manual_auth();
     let (incoming_tx, _incoming) = mpsc::channel(32);
     let shutdown = CancellationToken::new();
-    let (mut link, task) = spawn_link(sim.link_config(&sim.handle.url), auth, context_provider(), incoming_tx, shutdown.clone());
+    let (mut link, task) = spawn_link(
+        sim.link_config(&sim.handle.url),
+        auth,
+        context_provider(),
+        incoming_tx,
+        shutdown.clone(),
+    );
     tokio::spawn(task);
     connected(&mut link.state).await;
     let downchannels = count_downchannels(&sim);
 
     for (status, name) in [(503u16, "VolumeChanged"), (429, "MuteChanged")] {
-        sim.handle.admin.fault(&Fault::FailEvents { status, count: 2 }).await.unwrap();
+        sim.handle
+            .admin
+            .fault(&Fault::FailEvents { status, count: 2 })
+            .await
+            .unwrap();
         let mark = sim.handle.recorder.len();
         let started = Instant::now();
         let ev = event(name, 1);
@@ -199,21 +271,48 @@ async fn events_answered_503_or_429_are_retried_until_accepted_once() {
         sim.handle
             .recorder
             .wait_for(0, WAIT, "accepted event", |r| {
-                r.event.as_ref().is_some_and(|e| e.message_id == id) && r.status.is_some_and(|s| s < 300)
+                r.event.as_ref().is_some_and(|e| e.message_id == id)
+                    && r.status.is_some_and(|s| s < 300)
             })
             .await
             .unwrap();
-        assert_eq!(event_statuses_since(&sim, mark), vec![Some(status), Some(status), Some(204)], "{name}");
-        assert_eq!(recorded(&sim, &qualified).iter().filter(|(m, _)| *m == id).count(), 1);
+        assert_eq!(
+            event_statuses_since(&sim, mark),
+            vec![Some(status), Some(status), Some(204)],
+            "{name}"
+        );
+        assert_eq!(
+            recorded(&sim, &qualified)
+                .iter()
+                .filter(|(m, _)| *m == id)
+                .count(),
+            1
+        );
         // Two backoff delays (≥ 0.67 × 250 ms and ≥ 0.67 × 1 s) separate the attempts.
-        assert!(started.elapsed() >= Duration::from_millis(160 + 660), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_millis(160 + 660),
+            "{:?}",
+            started.elapsed()
+        );
     }
     // The next event is sent once and the connection was kept.
     let ev = event("VolumeChanged", 2);
     let id = ev.header.message_id.clone();
     link.outbox.send(ev);
-    sim.handle.recorder.wait_for(0, WAIT, "event", |r| r.event.as_ref().is_some_and(|e| e.message_id == id)).await.unwrap();
-    assert_eq!(recorded(&sim, "Speaker.VolumeChanged").iter().filter(|(m, _)| *m == id).count(), 1);
+    sim.handle
+        .recorder
+        .wait_for(0, WAIT, "event", |r| {
+            r.event.as_ref().is_some_and(|e| e.message_id == id)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded(&sim, "Speaker.VolumeChanged")
+            .iter()
+            .filter(|(m, _)| *m == id)
+            .count(),
+        1
+    );
     assert_eq!(count_downchannels(&sim), downchannels);
     shutdown.cancel();
 }
@@ -224,25 +323,48 @@ async fn event_403_asks_for_a_refresh_keeps_the_connection_and_retries_with_the_
     let (auth, mut manual) = sim.manual_auth();
     let (incoming_tx, _incoming) = mpsc::channel(32);
     let shutdown = CancellationToken::new();
-    let (mut link, task) = spawn_link(sim.link_config(&sim.handle.url), auth, context_provider(), incoming_tx, shutdown.clone());
+    let (mut link, task) = spawn_link(
+        sim.link_config(&sim.handle.url),
+        auth,
+        context_provider(),
+        incoming_tx,
+        shutdown.clone(),
+    );
     tokio::spawn(task);
     connected(&mut link.state).await;
     let downchannels = count_downchannels(&sim);
 
-    sim.handle.admin.fault(&Fault::FailEvents { status: 403, count: 1 }).await.unwrap();
+    sim.handle
+        .admin
+        .fault(&Fault::FailEvents {
+            status: 403,
+            count: 1,
+        })
+        .await
+        .unwrap();
     let mark = sim.handle.recorder.len();
     let ev = event("VolumeChanged", 9);
     let id = ev.header.message_id.clone();
     link.outbox.send(ev);
-    assert!(tokio::time::timeout(WAIT, manual.refresh_requested()).await.unwrap());
+    assert!(
+        tokio::time::timeout(WAIT, manual.refresh_requested())
+            .await
+            .unwrap()
+    );
     manual.token.send_replace(Some(sim.issue_token()));
     sim.handle
         .recorder
-        .wait_for(0, WAIT, "retried event", |r| r.event.as_ref().is_some_and(|e| e.message_id == id) && r.status == Some(204))
+        .wait_for(0, WAIT, "retried event", |r| {
+            r.event.as_ref().is_some_and(|e| e.message_id == id) && r.status == Some(204)
+        })
         .await
         .unwrap();
     assert_eq!(event_statuses_since(&sim, mark), vec![Some(403), Some(204)]);
-    assert_eq!(count_downchannels(&sim), downchannels, "a 403 on an event keeps the connection");
+    assert_eq!(
+        count_downchannels(&sim),
+        downchannels,
+        "a 403 on an event keeps the connection"
+    );
     assert_eq!(*link.state.borrow(), LinkState::Connected);
     shutdown.cancel();
 }
@@ -250,16 +372,31 @@ async fn event_403_asks_for_a_refresh_keeps_the_connection_and_retries_with_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downchannel_403_refreshes_then_reconnects_with_the_new_token() {
     let sim = Sim::start(SimConfig::default()).await;
-    let (auth, mut manual) = avsd::auth::AuthHandle::manual(Some(avsd::auth::AccessToken::new("Atza|not-a-token")));
+    let (auth, mut manual) =
+        avsd::auth::AuthHandle::manual(Some(avsd::auth::AccessToken::new("Atza|not-a-token")));
     let (incoming_tx, _incoming) = mpsc::channel(32);
     let shutdown = CancellationToken::new();
-    let (mut link, task) = spawn_link(sim.link_config(&sim.handle.url), auth, context_provider(), incoming_tx, shutdown.clone());
+    let (mut link, task) = spawn_link(
+        sim.link_config(&sim.handle.url),
+        auth,
+        context_provider(),
+        incoming_tx,
+        shutdown.clone(),
+    );
     tokio::spawn(task);
-    assert!(tokio::time::timeout(WAIT, manual.refresh_requested()).await.unwrap());
+    assert!(
+        tokio::time::timeout(WAIT, manual.refresh_requested())
+            .await
+            .unwrap()
+    );
     manual.token.send_replace(Some(sim.issue_token()));
     connected(&mut link.state).await;
     let records = sim.handle.recorder.records();
-    let statuses: Vec<_> = records.iter().filter(|r| r.path == avs_proto::DIRECTIVES_PATH).map(|r| r.status).collect();
+    let statuses: Vec<_> = records
+        .iter()
+        .filter(|r| r.path == avs_proto::DIRECTIVES_PATH)
+        .map(|r| r.status)
+        .collect();
     assert_eq!(statuses, vec![Some(403), Some(200)]);
     shutdown.cancel();
 }
@@ -277,22 +414,70 @@ async fn pings_after_idle_and_tears_down_when_pings_go_unanswered() {
     tokio::spawn(task);
     connected(&mut link.state).await;
     let is_ping = |r: &avs_sim::Record| r.path == avs_proto::PING_PATH;
-    let first = sim.handle.recorder.wait_for(0, WAIT, "ping", |r| is_ping(r) && r.status == Some(204)).await.unwrap();
+    let first = sim
+        .handle
+        .recorder
+        .wait_for(0, WAIT, "ping", |r| is_ping(r) && r.status == Some(204))
+        .await
+        .unwrap();
     // Idle again: another ping follows, roughly ping_idle later.
-    let second = sim.handle.recorder.wait_for(first.seq + 1, WAIT, "ping", |r| is_ping(r) && r.status == Some(204)).await.unwrap();
-    assert!(second.at - first.at >= Duration::from_millis(390), "{:?}", second.at - first.at);
+    let second = sim
+        .handle
+        .recorder
+        .wait_for(first.seq + 1, WAIT, "ping", |r| {
+            is_ping(r) && r.status == Some(204)
+        })
+        .await
+        .unwrap();
+    assert!(
+        second.at - first.at >= Duration::from_millis(390),
+        "{:?}",
+        second.at - first.at
+    );
     let downchannels = count_downchannels(&sim);
 
-    sim.handle.admin.fault(&Fault::SilencePings { enabled: true }).await.unwrap();
+    sim.handle
+        .admin
+        .fault(&Fault::SilencePings { enabled: true })
+        .await
+        .unwrap();
     let mut state = link.state.clone();
     state.borrow_and_update();
-    let silenced = sim.handle.recorder.wait_for(second.seq + 1, WAIT, "silenced ping", |r| is_ping(r) && r.status.is_none()).await.unwrap();
-    wait_state(&mut state, "torn down", |s| matches!(s, LinkState::WaitingToRetry { .. })).await;
-    sim.handle.admin.fault(&Fault::SilencePings { enabled: false }).await.unwrap();
+    let silenced = sim
+        .handle
+        .recorder
+        .wait_for(second.seq + 1, WAIT, "silenced ping", |r| {
+            is_ping(r) && r.status.is_none()
+        })
+        .await
+        .unwrap();
+    wait_state(&mut state, "torn down", |s| {
+        matches!(s, LinkState::WaitingToRetry { .. })
+    })
+    .await;
+    sim.handle
+        .admin
+        .fault(&Fault::SilencePings { enabled: false })
+        .await
+        .unwrap();
     connected(&mut state).await;
-    assert!(count_downchannels(&sim) > downchannels, "a new connection after the ping timeout");
-    let reconnected = sim.handle.recorder.records().iter().rev().find(|r| r.path == avs_proto::DIRECTIVES_PATH).unwrap().at;
-    assert!(reconnected - silenced.at >= Duration::from_millis(590), "torn down only after ping_timeout");
+    assert!(
+        count_downchannels(&sim) > downchannels,
+        "a new connection after the ping timeout"
+    );
+    let reconnected = sim
+        .handle
+        .recorder
+        .records()
+        .iter()
+        .rev()
+        .find(|r| r.path == avs_proto::DIRECTIVES_PATH)
+        .unwrap()
+        .at;
+    assert!(
+        reconnected - silenced.at >= Duration::from_millis(590),
+        "torn down only after ping_timeout"
+    );
     shutdown.cancel();
 }
 
@@ -303,14 +488,26 @@ async fn events_queued_offline_are_sent_once_in_order_after_the_cloud_comes_back
     let (auth, _manual) = sim.manual_auth();
     let (incoming_tx, _incoming) = mpsc::channel(32);
     let shutdown = CancellationToken::new();
-    let (mut link, task) = spawn_link(sim.link_config(&proxy.url()), auth, context_provider(), incoming_tx, shutdown.clone());
+    let (mut link, task) = spawn_link(
+        sim.link_config(&proxy.url()),
+        auth,
+        context_provider(),
+        incoming_tx,
+        shutdown.clone(),
+    );
     tokio::spawn(task);
     connected(&mut link.state).await;
 
     proxy.stop().await;
-    wait_state(&mut link.state, "offline", |s| matches!(s, LinkState::WaitingToRetry { .. })).await;
+    wait_state(&mut link.state, "offline", |s| {
+        matches!(s, LinkState::WaitingToRetry { .. })
+    })
+    .await;
     let (_audio_tx, audio_rx) = mpsc::channel(4);
-    let refused = link.outbox.send_recognize(event("Recognize", 0), audio_rx).unwrap_err();
+    let refused = link
+        .outbox
+        .send_recognize(event("Recognize", 0), audio_rx)
+        .unwrap_err();
     assert_eq!(refused, SendError::NotConnected);
     let ids: Vec<String> = (0..5)
         .map(|n| {
@@ -325,13 +522,36 @@ async fn events_queued_offline_are_sent_once_in_order_after_the_cloud_comes_back
     proxy.restart().await;
     connected(&mut link.state).await;
     for id in &ids {
-        sim.handle.recorder.wait_for(mark, WAIT, "queued event", |r| r.event.as_ref().is_some_and(|e| e.message_id == *id)).await.unwrap();
+        sim.handle
+            .recorder
+            .wait_for(mark, WAIT, "queued event", |r| {
+                r.event.as_ref().is_some_and(|e| e.message_id == *id)
+            })
+            .await
+            .unwrap();
     }
-    let after: Vec<_> = sim.handle.recorder.records().into_iter().skip(mark).filter_map(|r| r.event).collect();
-    let sync = after.iter().position(|e| e.name == "SynchronizeState").unwrap();
-    let sent: Vec<_> = after.iter().filter(|e| e.name == "VolumeChanged").map(|e| e.message_id.clone()).collect();
+    let after: Vec<_> = sim
+        .handle
+        .recorder
+        .records()
+        .into_iter()
+        .skip(mark)
+        .filter_map(|r| r.event)
+        .collect();
+    let sync = after
+        .iter()
+        .position(|e| e.name == "SynchronizeState")
+        .unwrap();
+    let sent: Vec<_> = after
+        .iter()
+        .filter(|e| e.name == "VolumeChanged")
+        .map(|e| e.message_id.clone())
+        .collect();
     assert_eq!(sent, ids, "each queued event exactly once, in order");
-    let first_event = after.iter().position(|e| e.name == "VolumeChanged").unwrap();
+    let first_event = after
+        .iter()
+        .position(|e| e.name == "VolumeChanged")
+        .unwrap();
     assert!(sync < first_event, "SynchronizeState goes first");
     outbox_drained(&link.outbox).await;
     shutdown.cancel();
@@ -345,14 +565,23 @@ async fn reconnect_attempts_never_come_faster_than_the_backoff() {
     let (auth, _manual) = sim.manual_auth();
     let (incoming_tx, _incoming) = mpsc::channel(32);
     let shutdown = CancellationToken::new();
-    let (link, task) = spawn_link(sim.link_config(&proxy.url()), auth, context_provider(), incoming_tx, shutdown.clone());
+    let (link, task) = spawn_link(
+        sim.link_config(&proxy.url()),
+        auth,
+        context_provider(),
+        incoming_tx,
+        shutdown.clone(),
+    );
     tokio::spawn(task);
     let mut state = link.state.clone();
     let mut waits = Vec::new();
     let mut last_wait: Option<(Instant, Duration)> = None;
     let table = [250u64, 1000, 3000];
     while waits.len() < table.len() {
-        tokio::time::timeout(WAIT, state.changed()).await.unwrap().unwrap();
+        tokio::time::timeout(WAIT, state.changed())
+            .await
+            .unwrap()
+            .unwrap();
         let now = Instant::now();
         match state.borrow_and_update().clone() {
             LinkState::WaitingToRetry { attempt, delay } => {
@@ -361,7 +590,11 @@ async fn reconnect_attempts_never_come_faster_than_the_backoff() {
             }
             LinkState::Connecting => {
                 if let Some((at, delay)) = last_wait.take() {
-                    assert!(now - at + Duration::from_millis(5) >= delay, "attempt after {:?} < {delay:?}", now - at);
+                    assert!(
+                        now - at + Duration::from_millis(5) >= delay,
+                        "attempt after {:?} < {delay:?}",
+                        now - at
+                    );
                 }
             }
             _ => {}
@@ -370,13 +603,20 @@ async fn reconnect_attempts_never_come_faster_than_the_backoff() {
     for ((attempt, delay), (i, base)) in waits.iter().zip(table.iter().enumerate()) {
         assert_eq!(*attempt as usize, i + 1);
         let base = Duration::from_millis(*base);
-        assert!(*delay >= base.mul_f64(0.66) && *delay <= base.mul_f64(1.5), "attempt {attempt}: {delay:?}");
+        assert!(
+            *delay >= base.mul_f64(0.66) && *delay <= base.mul_f64(1.5),
+            "attempt {attempt}: {delay:?}"
+        );
     }
     // Back online: connected, and the backoff starts over.
     proxy.restart().await;
     connected(&mut state).await;
     proxy.stop().await;
-    let LinkState::WaitingToRetry { attempt, delay } = wait_state(&mut state, "retry", |s| matches!(s, LinkState::WaitingToRetry { .. })).await else {
+    let LinkState::WaitingToRetry { attempt, delay } = wait_state(&mut state, "retry", |s| {
+        matches!(s, LinkState::WaitingToRetry { .. })
+    })
+    .await
+    else {
         unreachable!()
     };
     assert_eq!(attempt, 1);
@@ -395,7 +635,14 @@ async fn rate_limit_spaces_attempts_of_a_flapping_link() {
         rate_limit_attempts: 2,
         ..LinkTuning::default()
     };
-    let (mut link, task) = spawn_link_tuned(sim.link_config(&sim.handle.url), tuning, auth, context_provider(), incoming_tx, shutdown.clone());
+    let (mut link, task) = spawn_link_tuned(
+        sim.link_config(&sim.handle.url),
+        tuning,
+        auth,
+        context_provider(),
+        incoming_tx,
+        shutdown.clone(),
+    );
     tokio::spawn(task);
     connected(&mut link.state).await;
     let t0 = Instant::now();
@@ -404,11 +651,19 @@ async fn rate_limit_spaces_attempts_of_a_flapping_link() {
     for _ in 0..2 {
         let mut state = link.state.clone();
         state.borrow_and_update();
-        sim.handle.admin.fault(&Fault::DropConnection { device: None }).await.unwrap();
+        sim.handle
+            .admin
+            .fault(&Fault::DropConnection { device: None })
+            .await
+            .unwrap();
         wait_state(&mut state, "dropped", |s| *s != LinkState::Connected).await;
         connected(&mut state).await;
     }
-    assert!(t0.elapsed() >= Duration::from_millis(2900), "third connection after {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(2900),
+        "third connection after {:?}",
+        t0.elapsed()
+    );
     shutdown.cancel();
 }
 
@@ -422,7 +677,13 @@ async fn recognize_streams_audio_while_its_response_is_read() {
     let (auth, _manual) = sim.manual_auth();
     let (incoming_tx, mut incoming) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
-    let (mut link, task) = spawn_link(sim.link_config(&sim.handle.url), auth, context_provider(), incoming_tx, shutdown.clone());
+    let (mut link, task) = spawn_link(
+        sim.link_config(&sim.handle.url),
+        auth,
+        context_provider(),
+        incoming_tx,
+        shutdown.clone(),
+    );
     tokio::spawn(task);
     connected(&mut link.state).await;
 
@@ -470,10 +731,24 @@ async fn recognize_streams_audio_while_its_response_is_read() {
         mp3.extend_from_slice(&chunk.unwrap());
     }
     assert!(mp3.len() > 1000, "attachment of {} bytes", mp3.len());
-    assert!(mp3.starts_with(b"ID3") || (mp3[0] == 0xFF && mp3[1] & 0xE0 == 0xE0), "not an MP3");
-    let outcome = tokio::time::timeout(WAIT, handle.response).await.unwrap().unwrap();
+    assert!(
+        mp3.starts_with(b"ID3") || (mp3[0] == 0xFF && mp3[1] & 0xE0 == 0xE0),
+        "not an MP3"
+    );
+    let outcome = tokio::time::timeout(WAIT, handle.response)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(outcome, ResponseOutcome::Status(200));
-    let rec = sim.handle.recorder.wait_for_event("SpeechRecognizer.Recognize", WAIT).await.unwrap();
-    assert_eq!(rec.event.unwrap().dialog_request_id.as_deref(), Some(dialog.as_str()));
+    let rec = sim
+        .handle
+        .recorder
+        .wait_for_event("SpeechRecognizer.Recognize", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        rec.event.unwrap().dialog_request_id.as_deref(),
+        Some(dialog.as_str())
+    );
     shutdown.cancel();
 }

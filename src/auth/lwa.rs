@@ -98,7 +98,11 @@ pub struct LwaClient {
 impl LwaClient {
     /// Builds the client. The TLS config is cloned with ALPN widened to h2 + http/1.1 because
     /// LWA endpoints (and stubs) may speak either.
-    pub fn new(base: &Url, client_id: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        base: &Url,
+        client_id: &str,
+        tls: &Arc<rustls::ClientConfig>,
+    ) -> Result<Self, reqwest::Error> {
         let mut tls = (**tls).clone();
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let http = reqwest::Client::builder()
@@ -115,7 +119,11 @@ impl LwaClient {
     }
 
     /// `POST /auth/O2/create/codepair` with scope `alexa:all` and the product's scope data.
-    pub async fn create_code_pair(&self, product_id: &str, serial: &str) -> Result<CodePairResponse, LwaError> {
+    pub async fn create_code_pair(
+        &self,
+        product_id: &str,
+        serial: &str,
+    ) -> Result<CodePairResponse, LwaError> {
         let scope_data = serde_json::json!({
             "alexa:all": {
                 "productID": product_id,
@@ -133,7 +141,11 @@ impl LwaClient {
     }
 
     /// `POST /auth/O2/token` with `grant_type=device_code`.
-    pub async fn poll_token(&self, device_code: &str, user_code: &str) -> Result<TokenResponse, LwaError> {
+    pub async fn poll_token(
+        &self,
+        device_code: &str,
+        user_code: &str,
+    ) -> Result<TokenResponse, LwaError> {
         let form = [
             ("grant_type", "device_code"),
             ("device_code", device_code),
@@ -152,7 +164,11 @@ impl LwaClient {
         self.post(&self.token_url, &form).await
     }
 
-    async fn post<T: serde::de::DeserializeOwned>(&self, url: &Url, form: &[(&str, &str)]) -> Result<T, LwaError> {
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &Url,
+        form: &[(&str, &str)],
+    ) -> Result<T, LwaError> {
         let resp = self
             .http
             .post(url.clone())
@@ -161,17 +177,26 @@ impl LwaClient {
             .await
             .map_err(|e| LwaError::Transient(format!("POST {}: {e}", url.path())))?;
         let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| LwaError::Transient(format!("reading the answer to {}: {e}", url.path())))?;
+        let body = resp.bytes().await.map_err(|e| {
+            LwaError::Transient(format!("reading the answer to {}: {e}", url.path()))
+        })?;
         if status.is_success() {
-            return serde_json::from_slice(&body)
-                .map_err(|e| LwaError::Transient(format!("unexpected answer to {} ({status}): {e}", url.path())));
+            return serde_json::from_slice(&body).map_err(|e| {
+                LwaError::Transient(format!(
+                    "unexpected answer to {} ({status}): {e}",
+                    url.path()
+                ))
+            });
         }
         match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(err) => Err(classify(&err.error, err.error_description.unwrap_or_default())),
-            Err(_) => Err(LwaError::Transient(format!("{} answered {status}", url.path()))),
+            Ok(err) => Err(classify(
+                &err.error,
+                err.error_description.unwrap_or_default(),
+            )),
+            Err(_) => Err(LwaError::Transient(format!(
+                "{} answered {status}",
+                url.path()
+            ))),
         }
     }
 }
@@ -186,10 +211,12 @@ pub fn classify(error: &str, description: String) -> LwaError {
             error: error.to_owned(),
             description,
         },
-        "invalid_request" | "invalid_client" | "unsupported_grant_type" | "invalid_scope" => LwaError::Config {
-            error: error.to_owned(),
-            description,
-        },
+        "invalid_request" | "invalid_client" | "unsupported_grant_type" | "invalid_scope" => {
+            LwaError::Config {
+                error: error.to_owned(),
+                description,
+            }
+        }
         other => LwaError::Transient(format!("{other}: {description}")),
     }
 }
@@ -210,19 +237,43 @@ mod tests {
     #[test]
     fn endpoints_keep_the_base_prefix() {
         let base = Url::parse("https://api.amazon.com").unwrap();
-        assert_eq!(endpoint(&base, "auth/O2/token").as_str(), "https://api.amazon.com/auth/O2/token");
+        assert_eq!(
+            endpoint(&base, "auth/O2/token").as_str(),
+            "https://api.amazon.com/auth/O2/token"
+        );
         let base = Url::parse("https://127.0.0.1:4443/lwa/").unwrap();
-        assert_eq!(endpoint(&base, "auth/O2/token").as_str(), "https://127.0.0.1:4443/lwa/auth/O2/token");
+        assert_eq!(
+            endpoint(&base, "auth/O2/token").as_str(),
+            "https://127.0.0.1:4443/lwa/auth/O2/token"
+        );
     }
 
     #[test]
     fn error_vocabulary_maps_to_actions() {
-        assert!(matches!(classify("authorization_pending", String::new()), LwaError::Pending));
-        assert!(matches!(classify("slow_down", String::new()), LwaError::SlowDown));
-        assert!(matches!(classify("expired_token", String::new()), LwaError::CodePairExpired(_)));
-        assert!(matches!(classify("invalid_code_pair", String::new()), LwaError::CodePairExpired(_)));
-        assert!(matches!(classify("invalid_grant", String::new()), LwaError::InvalidGrant { .. }));
-        assert!(matches!(classify("invalid_client", String::new()), LwaError::Config { .. }));
+        assert!(matches!(
+            classify("authorization_pending", String::new()),
+            LwaError::Pending
+        ));
+        assert!(matches!(
+            classify("slow_down", String::new()),
+            LwaError::SlowDown
+        ));
+        assert!(matches!(
+            classify("expired_token", String::new()),
+            LwaError::CodePairExpired(_)
+        ));
+        assert!(matches!(
+            classify("invalid_code_pair", String::new()),
+            LwaError::CodePairExpired(_)
+        ));
+        assert!(matches!(
+            classify("invalid_grant", String::new()),
+            LwaError::InvalidGrant { .. }
+        ));
+        assert!(matches!(
+            classify("invalid_client", String::new()),
+            LwaError::Config { .. }
+        ));
         assert!(classify("servererror", String::new()).is_transient());
     }
 }

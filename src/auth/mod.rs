@@ -85,8 +85,11 @@ impl AuthError {
     pub fn requires_relogin(&self) -> bool {
         matches!(
             self,
-            Self::TokenStore(TokenStoreError::Missing { .. } | TokenStoreError::Corrupt { .. } | TokenStoreError::Read { .. })
-                | Self::Lwa(LwaError::InvalidGrant { .. })
+            Self::TokenStore(
+                TokenStoreError::Missing { .. }
+                    | TokenStoreError::Corrupt { .. }
+                    | TokenStoreError::Read { .. }
+            ) | Self::Lwa(LwaError::InvalidGrant { .. })
         )
     }
 }
@@ -165,8 +168,16 @@ impl AuthHandle {
         let (state_tx, state) = watch::channel(AuthState::Authorized);
         let (commands, refresh_requests) = mpsc::channel(1);
         (
-            Self { token, state, commands },
-            ManualAuth { token: token_tx, state: state_tx, refresh_requests },
+            Self {
+                token,
+                state,
+                commands,
+            },
+            ManualAuth {
+                token: token_tx,
+                state: state_tx,
+                refresh_requests,
+            },
         )
     }
 }
@@ -206,16 +217,22 @@ pub fn refresh_lead(lifetime: Duration) -> Duration {
 /// with a new code pair when the old one expires, and stores the tokens. Transient failures are
 /// retried; configuration errors end the login.
 pub async fn login(cfg: &AuthConfig, mut on_code: impl FnMut(&CodePair)) -> Result<(), AuthError> {
-    let client = LwaClient::new(&cfg.lwa_base_url, &cfg.client_id, &cfg.tls).map_err(AuthError::HttpClient)?;
+    let client = LwaClient::new(&cfg.lwa_base_url, &cfg.client_id, &cfg.tls)
+        .map_err(AuthError::HttpClient)?;
     let mut retry = Backoff::new(REFRESH_RETRY_TABLE);
     loop {
-        let pair = match client.create_code_pair(&cfg.product_id, &cfg.device_serial_number).await {
+        let pair = match client
+            .create_code_pair(&cfg.product_id, &cfg.device_serial_number)
+            .await
+        {
             Ok(p) => {
                 retry.reset();
                 p
             }
             Err(e) if e.is_transient() => {
-                let delay = retry.on_failure(random_unit()).max(Duration::from_millis(500));
+                let delay = retry
+                    .on_failure(random_unit())
+                    .max(Duration::from_millis(500));
                 warn!(error = %e, ?delay, "cannot get a code pair; retrying");
                 tokio::time::sleep(delay).await;
                 continue;
@@ -243,7 +260,9 @@ pub async fn login(cfg: &AuthConfig, mut on_code: impl FnMut(&CodePair)) -> Resu
             match client.poll_token(&pair.device_code, &pair.user_code).await {
                 Ok(tokens) => {
                     let Some(refresh) = tokens.refresh_token.clone() else {
-                        return Err(AuthError::Lwa(LwaError::Transient("token answer without refresh_token".into())));
+                        return Err(AuthError::Lwa(LwaError::Transient(
+                            "token answer without refresh_token".into(),
+                        )));
                     };
                     let stored = StoredTokens::issued(
                         tokens.access_token,
@@ -269,7 +288,9 @@ pub async fn login(cfg: &AuthConfig, mut on_code: impl FnMut(&CodePair)) -> Resu
                     break;
                 }
                 Err(e @ LwaError::Config { .. }) => return Err(AuthError::Lwa(e)),
-                Err(e @ LwaError::Transient(_)) => warn!(error = %e, "token poll failed; polling again"),
+                Err(e @ LwaError::Transient(_)) => {
+                    warn!(error = %e, "token poll failed; polling again")
+                }
             }
         }
     }
@@ -280,11 +301,19 @@ pub async fn login(cfg: &AuthConfig, mut on_code: impl FnMut(&CodePair)) -> Resu
 pub fn spawn_auth(
     cfg: AuthConfig,
     shutdown: CancellationToken,
-) -> Result<(AuthHandle, impl std::future::Future<Output = ()> + Send + 'static), AuthError> {
+) -> Result<
+    (
+        AuthHandle,
+        impl std::future::Future<Output = ()> + Send + 'static,
+    ),
+    AuthError,
+> {
     let tokens = token_store::load(&cfg.state_dir)?;
-    let client = LwaClient::new(&cfg.lwa_base_url, &cfg.client_id, &cfg.tls).map_err(AuthError::HttpClient)?;
+    let client = LwaClient::new(&cfg.lwa_base_url, &cfg.client_id, &cfg.tls)
+        .map_err(AuthError::HttpClient)?;
     let now = SystemTime::now();
-    let initial = (tokens.remaining(now) > Duration::ZERO).then(|| AccessToken::new(tokens.access_token.clone()));
+    let initial = (tokens.remaining(now) > Duration::ZERO)
+        .then(|| AccessToken::new(tokens.access_token.clone()));
     let (token_tx, token_rx) = watch::channel(initial);
     let (state_tx, state_rx) = watch::channel(AuthState::Authorized);
     let (cmd_tx, cmd_rx) = mpsc::channel(1);
@@ -360,15 +389,23 @@ impl AuthTask {
             };
             match result {
                 Ok(resp) => {
-                    let refresh = resp.refresh_token.unwrap_or_else(|| self.tokens.refresh_token.clone());
+                    let refresh = resp
+                        .refresh_token
+                        .unwrap_or_else(|| self.tokens.refresh_token.clone());
                     let lifetime = Duration::from_secs(resp.expires_in);
-                    self.tokens = StoredTokens::issued(resp.access_token, refresh, lifetime, SystemTime::now());
+                    self.tokens = StoredTokens::issued(
+                        resp.access_token,
+                        refresh,
+                        lifetime,
+                        SystemTime::now(),
+                    );
                     if let Err(e) = token_store::save(&self.cfg.state_dir, &self.tokens) {
                         // The fresh token still works in memory; only a restart would miss it.
                         warn!(error = %e, "refreshed the access token but could not store it");
                     }
                     self.retry.reset();
-                    self.token_tx.send_replace(Some(AccessToken::new(self.tokens.access_token.clone())));
+                    self.token_tx
+                        .send_replace(Some(AccessToken::new(self.tokens.access_token.clone())));
                     self.state_tx.send_replace(AuthState::Authorized);
                     info!(?lifetime, "access token refreshed");
                     return true;
@@ -390,7 +427,8 @@ impl AuthTask {
                     if self.tokens.remaining(SystemTime::now()).is_zero() {
                         self.token_tx.send_if_modified(|t| t.take().is_some());
                     }
-                    self.state_tx.send_replace(AuthState::RetryingRefresh { attempt, delay });
+                    self.state_tx
+                        .send_replace(AuthState::RetryingRefresh { attempt, delay });
                     tokio::select! {
                         _ = shutdown.cancelled() => return false,
                         _ = tokio::time::sleep(delay) => {}
@@ -407,8 +445,14 @@ mod tests {
 
     #[test]
     fn refresh_lead_is_ten_minutes_or_a_quarter_of_short_lifetimes() {
-        assert_eq!(refresh_lead(Duration::from_secs(3600)), Duration::from_secs(600));
-        assert_eq!(refresh_lead(Duration::from_secs(60)), Duration::from_secs(15));
+        assert_eq!(
+            refresh_lead(Duration::from_secs(3600)),
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            refresh_lead(Duration::from_secs(60)),
+            Duration::from_secs(15)
+        );
     }
 
     #[test]

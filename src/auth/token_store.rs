@@ -38,8 +38,16 @@ impl std::fmt::Debug for StoredTokens {
 
 impl StoredTokens {
     /// Tokens issued at `now` with a lifetime of `expires_in`.
-    pub fn issued(access_token: String, refresh_token: String, expires_in: Duration, now: SystemTime) -> Self {
-        let now_ms = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    pub fn issued(
+        access_token: String,
+        refresh_token: String,
+        expires_in: Duration,
+        now: SystemTime,
+    ) -> Self {
+        let now_ms = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
         Self {
             access_token,
             refresh_token,
@@ -50,7 +58,10 @@ impl StoredTokens {
 
     /// Time left before the access token expires (zero when it has).
     pub fn remaining(&self, now: SystemTime) -> Duration {
-        let now_ms = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let now_ms = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
         Duration::from_millis(self.expires_at_unix_ms.saturating_sub(now_ms))
     }
 }
@@ -106,7 +117,8 @@ pub fn save(state_dir: &Path, tokens: &StoredTokens) -> Result<(), TokenStoreErr
     };
     fs::create_dir_all(state_dir).map_err(write_err)?;
     let tmp = state_dir.join(format!(".{TOKEN_FILE}.{}.tmp", std::process::id()));
-    let json = serde_json::to_vec_pretty(tokens).map_err(|e| write_err(std::io::Error::other(e)))?;
+    let json =
+        serde_json::to_vec_pretty(tokens).map_err(|e| write_err(std::io::Error::other(e)))?;
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -174,7 +186,10 @@ mod tests {
         t2.access_token = "Atza|second".into();
         save(&dir, &t2).unwrap();
         assert_eq!(load(&dir).unwrap().access_token, "Atza|second");
-        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(TOKEN_FILE)]);
         remove(&dir).unwrap();
         assert!(matches!(load(&dir), Err(TokenStoreError::Missing { .. })));
@@ -197,13 +212,19 @@ mod tests {
     fn corrupt_and_missing_files_name_the_path_and_the_fix() {
         let dir = temp_dir("bad");
         let err = load(&dir).unwrap_err().to_string();
-        assert!(err.contains("tokens.json") && err.contains("avsd login"), "{err}");
+        assert!(
+            err.contains("tokens.json") && err.contains("avsd login"),
+            "{err}"
+        );
         fs::create_dir_all(&dir).unwrap();
         fs::write(token_path(&dir), "{\"access_token\": ").unwrap();
         let err = load(&dir).unwrap_err();
         assert!(matches!(err, TokenStoreError::Corrupt { .. }));
         let text = err.to_string();
-        assert!(text.contains(&token_path(&dir).display().to_string()) && text.contains("avsd login"), "{text}");
+        assert!(
+            text.contains(&token_path(&dir).display().to_string()) && text.contains("avsd login"),
+            "{text}"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -214,7 +235,13 @@ mod tests {
         assert!(!dbg.contains("secret"), "{dbg}");
         let later = SystemTime::now() + Duration::from_secs(3000);
         let left = t.remaining(later);
-        assert!(left <= Duration::from_secs(600) && left > Duration::from_secs(590), "{left:?}");
-        assert_eq!(t.remaining(SystemTime::now() + Duration::from_secs(4000)), Duration::ZERO);
+        assert!(
+            left <= Duration::from_secs(600) && left > Duration::from_secs(590),
+            "{left:?}"
+        );
+        assert_eq!(
+            t.remaining(SystemTime::now() + Duration::from_secs(4000)),
+            Duration::ZERO
+        );
     }
 }

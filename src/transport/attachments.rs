@@ -26,7 +26,10 @@ pub const DEFAULT_CAP_BYTES: usize = 8 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AttachmentError {
     #[error("attachment {content_id} exceeded {cap_bytes} unread bytes and was dropped")]
-    Overflow { content_id: String, cap_bytes: usize },
+    Overflow {
+        content_id: String,
+        cap_bytes: usize,
+    },
     #[error("attachment {content_id} was cut off: {reason}")]
     Interrupted { content_id: String, reason: String },
     #[error("attachment {content_id} already has a reader")]
@@ -110,13 +113,20 @@ impl Attachments {
     }
 
     fn slots(&self) -> MutexGuard<'_, HashMap<String, Arc<Slot>>> {
-        self.inner.slots.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A reader for `content_id` (angle brackets already stripped, as in `cid:` urls). Works
     /// whether the part arrived before or after this call.
     pub fn reader(&self, content_id: &str) -> AttachmentReader {
-        let slot = self.slots().entry(content_id.to_owned()).or_insert_with(Slot::new).clone();
+        let slot = self
+            .slots()
+            .entry(content_id.to_owned())
+            .or_insert_with(Slot::new)
+            .clone();
         let taken = {
             let mut st = slot.lock();
             std::mem::replace(&mut st.has_reader, true)
@@ -136,9 +146,14 @@ impl Attachments {
         let now = Instant::now();
         slots.retain(|_, s| {
             let st = s.lock();
-            st.has_reader || st.status == Status::Open || now.saturating_duration_since(st.touched) < UNREAD_TTL
+            st.has_reader
+                || st.status == Status::Open
+                || now.saturating_duration_since(st.touched) < UNREAD_TTL
         });
-        let slot = slots.entry(content_id.to_owned()).or_insert_with(Slot::new).clone();
+        let slot = slots
+            .entry(content_id.to_owned())
+            .or_insert_with(Slot::new)
+            .clone();
         drop(slots);
         AttachmentWriter {
             content_id: content_id.to_owned(),
@@ -202,7 +217,10 @@ impl AttachmentWriter {
 
     pub(crate) fn fail(mut self, reason: String) {
         let content_id = self.content_id.clone();
-        self.finish(Status::Failed(AttachmentError::Interrupted { content_id, reason }));
+        self.finish(Status::Failed(AttachmentError::Interrupted {
+            content_id,
+            reason,
+        }));
     }
 
     fn finish(&mut self, status: Status) {
@@ -363,10 +381,16 @@ mod tests {
         let mut early = a.reader("tts-1");
         let mut w = a.begin("tts-1");
         w.push(Bytes::from_static(b"abc"));
-        assert_eq!(early.next().await.unwrap().unwrap(), Bytes::from_static(b"abc"));
+        assert_eq!(
+            early.next().await.unwrap().unwrap(),
+            Bytes::from_static(b"abc")
+        );
         w.push(Bytes::from_static(b"de"));
         w.end();
-        assert_eq!(early.next().await.unwrap().unwrap(), Bytes::from_static(b"de"));
+        assert_eq!(
+            early.next().await.unwrap().unwrap(),
+            Bytes::from_static(b"de")
+        );
         assert!(early.next().await.is_none());
         drop(early);
         assert_eq!(a.held(), 0);
@@ -375,10 +399,16 @@ mod tests {
         w.push(Bytes::from_static(b"xyz"));
         w.end();
         let mut late = a.reader("tts-2");
-        assert_eq!(late.next().await.unwrap().unwrap(), Bytes::from_static(b"xyz"));
+        assert_eq!(
+            late.next().await.unwrap().unwrap(),
+            Bytes::from_static(b"xyz")
+        );
         assert!(late.next().await.is_none());
         let mut second = a.reader("tts-2");
-        assert!(matches!(second.next().await, Some(Err(AttachmentError::AlreadyRead { .. }))));
+        assert!(matches!(
+            second.next().await,
+            Some(Err(AttachmentError::AlreadyRead { .. }))
+        ));
     }
 
     #[tokio::test]
@@ -390,7 +420,10 @@ mod tests {
         }
         w.end();
         let mut r = a.reader("big");
-        assert!(matches!(r.next().await, Some(Err(AttachmentError::Overflow { cap_bytes: 10, .. }))));
+        assert!(matches!(
+            r.next().await,
+            Some(Err(AttachmentError::Overflow { cap_bytes: 10, .. }))
+        ));
         assert!(r.next().await.is_none());
     }
 
@@ -402,7 +435,10 @@ mod tests {
         w.push(Bytes::from_static(b"12"));
         drop(w);
         assert!(r.next().await.unwrap().is_ok());
-        assert!(matches!(r.next().await, Some(Err(AttachmentError::Interrupted { .. }))));
+        assert!(matches!(
+            r.next().await,
+            Some(Err(AttachmentError::Interrupted { .. }))
+        ));
     }
 
     #[test]

@@ -59,7 +59,9 @@ impl Backoff {
     pub fn on_failure(&mut self, unit: f64) -> Duration {
         let idx = (self.failures as usize).min(self.table.len().saturating_sub(1));
         self.failures = self.failures.saturating_add(1);
-        self.table.get(idx).map_or(Duration::ZERO, |base| jittered(*base, unit))
+        self.table
+            .get(idx)
+            .map_or(Duration::ZERO, |base| jittered(*base, unit))
     }
 
     /// Consecutive failures so far (the attempt number of the next try).
@@ -102,9 +104,9 @@ impl RateLimit {
         if self.starts.len() < self.max_attempts {
             return Duration::ZERO;
         }
-        self.starts
-            .front()
-            .map_or(Duration::ZERO, |first| (*first + self.window).saturating_duration_since(now))
+        self.starts.front().map_or(Duration::ZERO, |first| {
+            (*first + self.window).saturating_duration_since(now)
+        })
     }
 
     /// Records a start at `now`.
@@ -182,7 +184,10 @@ mod tests {
         assert_eq!(ms(jittered(base, 1.0)), 4500);
         for i in 0..1000 {
             let d = jittered(base, random_unit());
-            assert!(d >= Duration::from_secs(2) && d <= Duration::from_millis(4500), "{i}: {d:?}");
+            assert!(
+                d >= Duration::from_secs(2) && d <= Duration::from_millis(4500),
+                "{i}: {d:?}"
+            );
         }
     }
 
@@ -195,8 +200,14 @@ mod tests {
             assert_eq!(rl.wait_before_next(now), Duration::ZERO);
             rl.record(now);
         }
-        assert_eq!(rl.wait_before_next(t0 + Duration::from_secs(10)), Duration::from_secs(50));
-        assert_eq!(rl.wait_before_next(t0 + Duration::from_secs(60)), Duration::ZERO);
+        assert_eq!(
+            rl.wait_before_next(t0 + Duration::from_secs(10)),
+            Duration::from_secs(50)
+        );
+        assert_eq!(
+            rl.wait_before_next(t0 + Duration::from_secs(60)),
+            Duration::ZERO
+        );
     }
 
     #[test]

@@ -60,7 +60,8 @@ impl Activity {
     }
 
     pub(crate) fn touch(&self) {
-        self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn last(&self) -> Instant {
@@ -96,7 +97,11 @@ pub(crate) async fn wait_for_token(rx: &mut watch::Receiver<Option<AccessToken>>
 }
 
 /// Waits up to `timeout` for a token different from `old`; false on timeout.
-pub(crate) async fn wait_for_new_token(rx: &mut watch::Receiver<Option<AccessToken>>, old: &AccessToken, timeout: Duration) -> bool {
+pub(crate) async fn wait_for_new_token(
+    rx: &mut watch::Receiver<Option<AccessToken>>,
+    old: &AccessToken,
+    timeout: Duration,
+) -> bool {
     let wait = async {
         loop {
             if rx.borrow_and_update().as_ref().is_some_and(|t| t != old) {
@@ -137,21 +142,30 @@ pub enum ConnectError {
 
 type H2Connection = h2::client::Connection<tokio_rustls::client::TlsStream<TcpStream>, Bytes>;
 
-async fn connect(endpoint: &Url, tls: Arc<rustls::ClientConfig>) -> Result<(SendRequest<Bytes>, H2Connection), ConnectError> {
+async fn connect(
+    endpoint: &Url,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<(SendRequest<Bytes>, H2Connection), ConnectError> {
     let server_name: ServerName<'static> = match endpoint.host() {
-        Some(url::Host::Domain(d)) => {
-            ServerName::try_from(d.to_owned()).map_err(|_| ConnectError::NoHost(endpoint.to_string()))?
-        }
+        Some(url::Host::Domain(d)) => ServerName::try_from(d.to_owned())
+            .map_err(|_| ConnectError::NoHost(endpoint.to_string()))?,
         Some(url::Host::Ipv4(ip)) => ServerName::IpAddress(std::net::IpAddr::V4(ip).into()),
         Some(url::Host::Ipv6(ip)) => ServerName::IpAddress(std::net::IpAddr::V6(ip).into()),
         None => return Err(ConnectError::NoHost(endpoint.to_string())),
     };
-    let host = endpoint.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = endpoint
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let port = endpoint.port_or_known_default().unwrap_or(443);
-    let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|source| ConnectError::Tcp {
-        addr: format!("{host}:{port}"),
-        source,
-    })?;
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|source| ConnectError::Tcp {
+            addr: format!("{host}:{port}"),
+            source,
+        })?;
     let _ = tcp.set_nodelay(true);
     let tls_stream = tokio_rustls::TlsConnector::from(tls)
         .connect(server_name, tcp)
@@ -215,7 +229,11 @@ impl LinkTask {
         attachments: Attachments,
         state: watch::Sender<LinkState>,
     ) -> Self {
-        let policy = ReconnectPolicy::new(tuning.reconnect_table, tuning.rate_limit_window, tuning.rate_limit_attempts);
+        let policy = ReconnectPolicy::new(
+            tuning.reconnect_table,
+            tuning.rate_limit_window,
+            tuning.rate_limit_attempts,
+        );
         Self {
             cfg,
             tuning: Arc::new(tuning),
@@ -257,7 +275,11 @@ impl LinkTask {
             }
             if token_rx.borrow_and_update().is_none() {
                 let needs_login = *auth_state.borrow_and_update() == AuthState::NeedsLogin;
-                self.publish(if needs_login { LinkState::NeedsLogin } else { LinkState::Disconnected });
+                self.publish(if needs_login {
+                    LinkState::NeedsLogin
+                } else {
+                    LinkState::Disconnected
+                });
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     r = token_rx.changed() => if r.is_err() { shutdown.cancelled().await; break },
@@ -268,7 +290,10 @@ impl LinkTask {
             let wait = self.policy.before_attempt(std::time::Instant::now());
             if !wait.is_zero() {
                 info!(?wait, "connection attempts rate-limited; waiting");
-                self.publish(LinkState::WaitingToRetry { attempt: 0, delay: wait });
+                self.publish(LinkState::WaitingToRetry {
+                    attempt: 0,
+                    delay: wait,
+                });
                 if !self.pause(wait, &shutdown).await {
                     break;
                 }
@@ -282,7 +307,9 @@ impl LinkTask {
                     self.publish(LinkState::Disconnected);
                 }
                 SessionEnd::Failed(reason) => {
-                    let (attempt, delay) = self.policy.on_failure(std::time::Instant::now(), random_unit());
+                    let (attempt, delay) = self
+                        .policy
+                        .on_failure(std::time::Instant::now(), random_unit());
                     warn!(%reason, attempt, ?delay, "AVS connection lost or refused; retrying after a delay");
                     self.publish(LinkState::WaitingToRetry { attempt, delay });
                     if !self.pause(delay, &shutdown).await {
@@ -301,7 +328,10 @@ impl LinkTask {
             return SessionEnd::Failed("no access token".into());
         };
         let started = Instant::now();
-        let connecting = tokio::time::timeout(self.tuning.connect_timeout, connect(&self.cfg.endpoint, self.cfg.tls.clone()));
+        let connecting = tokio::time::timeout(
+            self.tuning.connect_timeout,
+            connect(&self.cfg.endpoint, self.cfg.tls.clone()),
+        );
         let (mut send, conn) = tokio::select! {
             _ = shutdown.cancelled() => return SessionEnd::Shutdown,
             r = connecting => match r {
@@ -350,9 +380,19 @@ impl LinkTask {
         };
         info!(elapsed = ?started.elapsed(), "downchannel open");
         let dc_ctx = ctx.clone();
-        tasks.spawn(async move { TaskEnd::DownchannelEnded(downchannel::read_parts(&dc_ctx, downchannel, "downchannel").await) });
+        tasks.spawn(async move {
+            TaskEnd::DownchannelEnded(
+                downchannel::read_parts(&dc_ctx, downchannel, "downchannel").await,
+            )
+        });
         let (connected_tx, mut connected_rx) = oneshot::channel();
-        tasks.spawn(sender_loop(ctx.clone(), send.clone(), self.context.clone(), self.outbox.clone(), connected_tx));
+        tasks.spawn(sender_loop(
+            ctx.clone(),
+            send.clone(),
+            self.context.clone(),
+            self.outbox.clone(),
+            connected_tx,
+        ));
         let (ping_ctx, ping_send) = (ctx.clone(), send.clone());
         tasks.spawn(async move { TaskEnd::Ping(ping_loop(ping_ctx, ping_send).await) });
 
@@ -394,13 +434,19 @@ impl LinkTask {
 
 fn session_end(end: TaskEnd, connected: bool) -> SessionEnd {
     match end {
-        TaskEnd::ConnectionClosed if connected => SessionEnd::Handover("the server closed the connection".into()),
+        TaskEnd::ConnectionClosed if connected => {
+            SessionEnd::Handover("the server closed the connection".into())
+        }
         TaskEnd::ConnectionClosed => SessionEnd::Failed("the server closed the connection".into()),
-        TaskEnd::ConnectionFailed(e) if e.is_go_away() && connected => SessionEnd::Handover(format!("GOAWAY: {e}")),
+        TaskEnd::ConnectionFailed(e) if e.is_go_away() && connected => {
+            SessionEnd::Handover(format!("GOAWAY: {e}"))
+        }
         TaskEnd::ConnectionFailed(e) => SessionEnd::Failed(format!("connection failed: {e}")),
         TaskEnd::DownchannelEnded(Ok(())) => SessionEnd::Failed("the downchannel ended".into()),
         TaskEnd::DownchannelEnded(Err(e)) => SessionEnd::Failed(format!("downchannel: {e}")),
-        TaskEnd::Sender(e) if e.is_go_away() && connected => SessionEnd::Handover(format!("GOAWAY: {e}")),
+        TaskEnd::Sender(e) if e.is_go_away() && connected => {
+            SessionEnd::Handover(format!("GOAWAY: {e}"))
+        }
         TaskEnd::Sender(e) => SessionEnd::Failed(format!("sending an event: {e}")),
         TaskEnd::Ping(e) => SessionEnd::Failed(e.to_string()),
         TaskEnd::RecognizeDone => SessionEnd::Failed("unexpected task end".into()),

@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use avs_proto::multipart::{MultipartError, MultipartKind, PartEvent, PartReader};
 use avs_proto::Directive;
+use avs_proto::multipart::{MultipartError, MultipartKind, PartEvent, PartReader};
 use bytes::Bytes;
 use futures_util::Stream;
 use h2::RecvStream;
@@ -36,7 +36,10 @@ impl BodyError {
 
 /// A response body as a stream of chunks; each chunk's capacity is released as the parser
 /// takes it, and every chunk counts as traffic for the ping timer.
-pub(crate) fn body_stream(body: RecvStream, activity: Arc<Activity>) -> impl Stream<Item = Result<Bytes, h2::Error>> + Send + 'static {
+pub(crate) fn body_stream(
+    body: RecvStream,
+    activity: Arc<Activity>,
+) -> impl Stream<Item = Result<Bytes, h2::Error>> + Send + 'static {
     futures_util::stream::unfold(Some(body), move |state| {
         let activity = activity.clone();
         async move {
@@ -55,7 +58,11 @@ pub(crate) fn body_stream(body: RecvStream, activity: Arc<Activity>) -> impl Str
 }
 
 /// Reads a `multipart/related` response to its end. `origin` names the stream in logs.
-pub(crate) async fn read_parts(ctx: &LinkCtx, response: Response<RecvStream>, origin: &str) -> Result<(), BodyError> {
+pub(crate) async fn read_parts(
+    ctx: &LinkCtx,
+    response: Response<RecvStream>,
+    origin: &str,
+) -> Result<(), BodyError> {
     let content_type = response
         .headers()
         .get(http::header::CONTENT_TYPE)
@@ -64,8 +71,13 @@ pub(crate) async fn read_parts(ctx: &LinkCtx, response: Response<RecvStream>, or
         .to_owned();
     let body = response.into_body();
     let stream = body_stream(body, ctx.activity.clone());
-    let mut reader = PartReader::new(&content_type, MultipartKind::Related, stream, ctx.tuning.part_limits)
-        .map_err(BodyError::NotMultipart)?;
+    let mut reader = PartReader::new(
+        &content_type,
+        MultipartKind::Related,
+        stream,
+        ctx.tuning.part_limits,
+    )
+    .map_err(BodyError::NotMultipart)?;
     let mut writer: Option<super::attachments::AttachmentWriter> = None;
     loop {
         let event = match reader.next().await {
@@ -94,11 +106,22 @@ pub(crate) async fn read_parts(ctx: &LinkCtx, response: Response<RecvStream>, or
                     debug!(origin, "nobody receives directives any more");
                 }
             }
-            PartEvent::BinaryStart { content_id: Some(id), .. } => {
+            PartEvent::BinaryStart {
+                content_id: Some(id),
+                ..
+            } => {
                 writer = Some(ctx.attachments.begin(&id));
             }
-            PartEvent::BinaryStart { content_id: None, content_type, .. } => {
-                warn!(origin, ?content_type, "binary part without Content-ID; skipped");
+            PartEvent::BinaryStart {
+                content_id: None,
+                content_type,
+                ..
+            } => {
+                warn!(
+                    origin,
+                    ?content_type,
+                    "binary part without Content-ID; skipped"
+                );
                 writer = None;
             }
             PartEvent::BinaryChunk(chunk) => {
@@ -111,8 +134,17 @@ pub(crate) async fn read_parts(ctx: &LinkCtx, response: Response<RecvStream>, or
                     w.end();
                 }
             }
-            PartEvent::Oversized { content_id, limit_bytes, .. } => {
-                warn!(origin, ?content_id, limit_bytes, "part over its size limit; skipped");
+            PartEvent::Oversized {
+                content_id,
+                limit_bytes,
+                ..
+            } => {
+                warn!(
+                    origin,
+                    ?content_id,
+                    limit_bytes,
+                    "part over its size limit; skipped"
+                );
                 if let Some(w) = writer.take() {
                     w.fail(format!("part over {limit_bytes} bytes"));
                 }

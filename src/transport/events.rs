@@ -41,7 +41,13 @@ impl StreamError {
 }
 
 /// Builds a request for `path` on the endpoint with the bearer token.
-pub(crate) fn request(ctx: &LinkCtx, method: Method, path: &str, token: &AccessToken, content_type: Option<&str>) -> Request<()> {
+pub(crate) fn request(
+    ctx: &LinkCtx,
+    method: Method,
+    path: &str,
+    token: &AccessToken,
+    content_type: Option<&str>,
+) -> Request<()> {
     let mut builder = Request::builder()
         .method(method)
         .uri(format!("{}{path}", ctx.origin))
@@ -54,7 +60,11 @@ pub(crate) fn request(ctx: &LinkCtx, method: Method, path: &str, token: &AccessT
 }
 
 /// Writes `data` honouring flow control; `eos` ends the stream with the last byte.
-pub(crate) async fn send_all(stream: &mut SendStream<Bytes>, mut data: Bytes, eos: bool) -> Result<(), StreamError> {
+pub(crate) async fn send_all(
+    stream: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    eos: bool,
+) -> Result<(), StreamError> {
     if data.is_empty() {
         if eos {
             stream.send_data(Bytes::new(), true)?;
@@ -83,13 +93,24 @@ async fn open_event_stream(
     token: &AccessToken,
     writer: &FormDataWriter,
 ) -> Result<(ResponseFuture, SendStream<Bytes>), StreamError> {
-    let req = request(ctx, Method::POST, avs_proto::EVENTS_PATH, token, Some(&writer.content_type()));
+    let req = request(
+        ctx,
+        Method::POST,
+        avs_proto::EVENTS_PATH,
+        token,
+        Some(&writer.content_type()),
+    );
     let mut ready = send.clone().ready().await?;
     Ok(ready.send_request(req, false)?)
 }
 
 /// Sends one metadata-only event and waits for its response headers.
-async fn post_event(ctx: &LinkCtx, send: &SendRequest<Bytes>, event: &Event, token: &AccessToken) -> Result<Response<h2::RecvStream>, StreamError> {
+async fn post_event(
+    ctx: &LinkCtx,
+    send: &SendRequest<Bytes>,
+    event: &Event,
+    token: &AccessToken,
+) -> Result<Response<h2::RecvStream>, StreamError> {
     let writer = FormDataWriter::new();
     let (resp, mut stream) = open_event_stream(ctx, send, token, &writer).await?;
     let sent = send_all(&mut stream, writer.metadata_only(&event.to_json()), true).await;
@@ -150,8 +171,11 @@ pub(crate) async fn deliver(
                     warn!(event = %name, "no new token arrived; retrying with the current one");
                 }
             }
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::INTERNAL_SERVER_ERROR | StatusCode::SERVICE_UNAVAILABLE
-            | StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
+            StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::INTERNAL_SERVER_ERROR
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::GATEWAY_TIMEOUT => {
                 if backoff.failures() >= ctx.tuning.event_retries {
                     warn!(event = %name, %status, %body, "event still refused after retries; giving up");
                     return Ok(Delivery::GivenUp);
@@ -187,14 +211,20 @@ async fn exception_text(resp: Response<h2::RecvStream>) -> String {
 /// Streams a Recognize: metadata, then the audio part live until `audio` ends, then the
 /// closing delimiter, while reading its response; completes the outcome when the response ends.
 pub(crate) async fn recognize(ctx: LinkCtx, send: SendRequest<Bytes>, req: RecognizeRequest) {
-    let RecognizeRequest { event, mut audio, outcome } = req;
+    let RecognizeRequest {
+        event,
+        mut audio,
+        outcome,
+    } = req;
     let mut token_rx = ctx.auth.access_token();
     let token = wait_for_token(&mut token_rx).await;
     let writer = FormDataWriter::new();
     let (resp_fut, mut stream) = match open_event_stream(&ctx, &send, &token, &writer).await {
         Ok(s) => s,
         Err(e) => {
-            outcome.complete(ResponseOutcome::Failed(format!("cannot open the Recognize stream: {e}")));
+            outcome.complete(ResponseOutcome::Failed(format!(
+                "cannot open the Recognize stream: {e}"
+            )));
             return;
         }
     };
@@ -226,7 +256,9 @@ pub(crate) async fn recognize(ctx: LinkCtx, send: SendRequest<Bytes>, req: Recog
     };
     let ctx2 = ctx.clone();
     let response = async move {
-        let resp = resp_fut.await.map_err(|e| format!("no Recognize response: {e}"))?;
+        let resp = resp_fut
+            .await
+            .map_err(|e| format!("no Recognize response: {e}"))?;
         let status = resp.status();
         if status == StatusCode::FORBIDDEN {
             ctx2.auth.refresh_now();

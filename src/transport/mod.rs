@@ -142,8 +142,18 @@ pub fn spawn_link(
     context: ContextProvider,
     incoming: mpsc::Sender<Incoming>,
     shutdown: CancellationToken,
-) -> (LinkHandle, impl std::future::Future<Output = ()> + Send + 'static) {
-    spawn_link_tuned(cfg, LinkTuning::default(), auth, context, incoming, shutdown)
+) -> (
+    LinkHandle,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    spawn_link_tuned(
+        cfg,
+        LinkTuning::default(),
+        auth,
+        context,
+        incoming,
+        shutdown,
+    )
 }
 
 /// [`spawn_link`] with explicit tuning.
@@ -154,7 +164,10 @@ pub fn spawn_link_tuned(
     context: ContextProvider,
     incoming: mpsc::Sender<Incoming>,
     shutdown: CancellationToken,
-) -> (LinkHandle, impl std::future::Future<Output = ()> + Send + 'static) {
+) -> (
+    LinkHandle,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let outbox = Outbox::new(cfg.offline_queue_events);
     let attachments = Attachments::new(tuning.attachment_cap_bytes);
     let (state_tx, state) = watch::channel(LinkState::Disconnected);

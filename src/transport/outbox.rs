@@ -57,7 +57,9 @@ impl OutcomeGuard {
 impl Drop for OutcomeGuard {
     fn drop(&mut self) {
         if let Some(tx) = self.0.take() {
-            let _ = tx.send(ResponseOutcome::Failed("connection closed before the response ended".into()));
+            let _ = tx.send(ResponseOutcome::Failed(
+                "connection closed before the response ended".into(),
+            ));
         }
     }
 }
@@ -104,7 +106,11 @@ impl EventQueue {
     /// AVS accepted (or finally refused) the event with this messageId: forget it. Does nothing
     /// if it is no longer at the front (dropped meanwhile for room).
     pub fn delivered(&mut self, message_id: &str) {
-        if self.events.front().is_some_and(|e| e.header.message_id == message_id) {
+        if self
+            .events
+            .front()
+            .is_some_and(|e| e.header.message_id == message_id)
+        {
             self.events.pop_front();
         }
     }
@@ -150,7 +156,11 @@ impl Outbox {
     /// log line) and sent once, in order, when connected.
     pub fn send(&self, event: Event) {
         let dropped = {
-            let mut q = self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut q = self
+                .shared
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             q.push(event).map(|e| (e, q.dropped()))
         };
         if let Some((old, total)) = dropped {
@@ -162,13 +172,26 @@ impl Outbox {
 
     /// Starts a Recognize on the current connection, streaming `audio` as its audio part until
     /// the sender is dropped. Not queued: `Err(NotConnected)` when offline.
-    pub fn send_recognize(&self, event: Event, audio: mpsc::Receiver<Bytes>) -> Result<RecognizeHandle, SendError> {
-        let session = self.shared.session.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    pub fn send_recognize(
+        &self,
+        event: Event,
+        audio: mpsc::Receiver<Bytes>,
+    ) -> Result<RecognizeHandle, SendError> {
+        let session = self
+            .shared
+            .session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let Some(session) = session else {
             return Err(SendError::NotConnected);
         };
         let (outcome, response) = OutcomeGuard::new();
-        match session.try_send(RecognizeRequest { event, audio, outcome }) {
+        match session.try_send(RecognizeRequest {
+            event,
+            audio,
+            outcome,
+        }) {
             Ok(()) => Ok(RecognizeHandle { response }),
             Err(mpsc::error::TrySendError::Full(_)) => Err(SendError::Busy),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::NotConnected),
@@ -177,24 +200,45 @@ impl Outbox {
 
     /// Events waiting to be sent.
     pub fn queued_len(&self) -> usize {
-        self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Events dropped for room since start.
     pub fn dropped_count(&self) -> u64 {
-        self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner).dropped()
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .dropped()
     }
 
     pub(crate) fn front(&self) -> Option<Event> {
-        self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner).front().cloned()
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .front()
+            .cloned()
     }
 
     pub(crate) fn delivered(&self, message_id: &str) {
-        self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner).delivered(message_id);
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .delivered(message_id);
     }
 
     pub(crate) fn set_session(&self, session: Option<mpsc::Sender<RecognizeRequest>>) {
-        *self.shared.session.lock().unwrap_or_else(PoisonError::into_inner) = session;
+        *self
+            .shared
+            .session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = session;
     }
 }
 
@@ -216,7 +260,10 @@ mod tests {
         let first = q.front().unwrap().clone();
         assert_eq!(first.header.name, "E0");
         // A failed send leaves it at the front: the next connection sends it again.
-        assert_eq!(q.front().unwrap().header.message_id, first.header.message_id);
+        assert_eq!(
+            q.front().unwrap().header.message_id,
+            first.header.message_id
+        );
         q.delivered(&first.header.message_id);
         // Delivering the same id twice does not remove the next event.
         q.delivered(&first.header.message_id);
@@ -251,14 +298,23 @@ mod tests {
     async fn recognize_needs_a_connection_and_a_dropped_guard_reports_failure() {
         let outbox = Outbox::new(4);
         let (_tx, rx) = mpsc::channel(1);
-        assert_eq!(outbox.send_recognize(ev(0), rx).unwrap_err(), SendError::NotConnected);
+        assert_eq!(
+            outbox.send_recognize(ev(0), rx).unwrap_err(),
+            SendError::NotConnected
+        );
         let (stx, mut srx) = mpsc::channel(1);
         outbox.set_session(Some(stx));
         let (_tx, rx) = mpsc::channel(1);
         let handle = outbox.send_recognize(ev(1), rx).unwrap();
         let (_tx2, rx2) = mpsc::channel(1);
-        assert_eq!(outbox.send_recognize(ev(2), rx2).unwrap_err(), SendError::Busy);
+        assert_eq!(
+            outbox.send_recognize(ev(2), rx2).unwrap_err(),
+            SendError::Busy
+        );
         drop(srx.recv().await.unwrap());
-        assert!(matches!(handle.response.await.unwrap(), ResponseOutcome::Failed(_)));
+        assert!(matches!(
+            handle.response.await.unwrap(),
+            ResponseOutcome::Failed(_)
+        ));
     }
 }

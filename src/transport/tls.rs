@@ -21,7 +21,9 @@ pub enum TlsError {
     },
     #[error("the extra CA file {path} holds no PEM certificate")]
     NoCertificate { path: PathBuf },
-    #[error("the extra CA file {path} holds a certificate rustls refuses as a trust anchor: {source}")]
+    #[error(
+        "the extra CA file {path} holds a certificate rustls refuses as a trust anchor: {source}"
+    )]
     BadCertificate {
         path: PathBuf,
         #[source]

@@ -2,7 +2,8 @@
 //! can be stopped and restarted on the same port (the sim makes a fresh CA and token store at
 //! every start, so "the cloud went away and came back" is modelled at the network level), and
 //! waits with timeouts.
-#![allow(dead_code)]
+// Test helpers: a failed set-up step should fail the test loudly, like `unwrap` in a #[test].
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +24,9 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_test_writer()
         .try_init();
 }
@@ -38,13 +41,17 @@ impl Sim {
         init_tracing();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let shutdown = CancellationToken::new();
-        let handle = avs_sim::serve(listener, config, shutdown.clone()).await.unwrap();
+        let handle = avs_sim::serve(listener, config, shutdown.clone())
+            .await
+            .unwrap();
         Self { handle, shutdown }
     }
 
     pub fn addr(&self) -> SocketAddr {
         let host = self.handle.url.host_str().unwrap();
-        format!("{host}:{}", self.handle.url.port().unwrap()).parse().unwrap()
+        format!("{host}:{}", self.handle.url.port().unwrap())
+            .parse()
+            .unwrap()
     }
 
     pub fn tls(&self) -> Arc<rustls::ClientConfig> {
@@ -112,7 +119,9 @@ impl Proxy {
                 };
                 let stop = stop.clone();
                 tracker.spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(upstream).await else { return };
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = stop.cancelled() => {}
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
@@ -139,8 +148,14 @@ impl Proxy {
 }
 
 /// Waits until the link state satisfies `pred`; returns it.
-pub async fn wait_state(rx: &mut watch::Receiver<LinkState>, what: &str, pred: impl Fn(&LinkState) -> bool) -> LinkState {
-    let r = tokio::time::timeout(WAIT, rx.wait_for(|s| pred(s))).await.map(|r| r.map(|s| s.clone()));
+pub async fn wait_state(
+    rx: &mut watch::Receiver<LinkState>,
+    what: &str,
+    pred: impl Fn(&LinkState) -> bool,
+) -> LinkState {
+    let r = tokio::time::timeout(WAIT, rx.wait_for(|s| pred(s)))
+        .await
+        .map(|r| r.map(|s| s.clone()));
     match r {
         Ok(Ok(s)) => s,
         _ => panic!("link never reached {what}; last state {:?}", *rx.borrow()),
@@ -162,14 +177,26 @@ pub async fn next_incoming(rx: &mut mpsc::Receiver<Incoming>, what: &str) -> Inc
 /// Skips incoming items until a directive named `Namespace.Name` arrives.
 pub async fn next_directive(rx: &mut mpsc::Receiver<Incoming>, name: &str) -> avs_proto::Directive {
     loop {
-        if let Incoming::Directive(d) = next_incoming(rx, name).await {
-            if d.qualified_name() == name {
-                return d;
-            }
+        if let Incoming::Directive(d) = next_incoming(rx, name).await
+            && d.qualified_name() == name
+        {
+            return d;
         }
     }
 }
 
 pub fn context_provider() -> avsd::transport::ContextProvider {
     Arc::new(|| vec![avs_proto::ContextEntry::volume_state(40, false)])
+}
+
+/// Waits until the outbox has nothing queued.
+pub async fn outbox_drained(outbox: &avsd::transport::Outbox) {
+    let wait = async {
+        while outbox.queued_len() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .expect("outbox never drained");
 }
