@@ -1,0 +1,320 @@
+//! The outbox: the handle every agent uses to send events, outliving reconnects.
+//!
+//! Ordinary events queue here (bounded; when full the oldest is dropped and counted) and the
+//! connection's sender takes them one at a time, in order, removing each only once AVS accepted
+//! it with a 2xx, so an event in flight when a connection dies is sent again on the next one
+//! and an accepted one never is. `Recognize` is not queued: it needs a live connection to stream
+//! its audio, so it is handed straight to the current connection or refused.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use avs_proto::Event;
+use bytes::Bytes;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::warn;
+
+/// How a response stream ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseOutcome {
+    /// The response ended; its directives were all delivered. The HTTP status.
+    Status(u16),
+    /// No complete response: the connection or the stream failed.
+    Failed(String),
+}
+
+/// Fires when the Recognize's response stream has ended.
+#[derive(Debug)]
+pub struct RecognizeHandle {
+    pub response: oneshot::Receiver<ResponseOutcome>,
+}
+
+/// Why a Recognize could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("not connected to AVS")]
+    NotConnected,
+    #[error("the connection is busy starting other recognize streams")]
+    Busy,
+}
+
+/// Delivers an outcome exactly once; dropping it unsent reports the connection as lost.
+pub(crate) struct OutcomeGuard(Option<oneshot::Sender<ResponseOutcome>>);
+
+impl OutcomeGuard {
+    pub(crate) fn new() -> (Self, oneshot::Receiver<ResponseOutcome>) {
+        let (tx, rx) = oneshot::channel();
+        (Self(Some(tx)), rx)
+    }
+
+    pub(crate) fn complete(mut self, outcome: ResponseOutcome) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+impl Drop for OutcomeGuard {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(ResponseOutcome::Failed(
+                "connection closed before the response ended".into(),
+            ));
+        }
+    }
+}
+
+/// A Recognize handed to the current connection.
+pub(crate) struct RecognizeRequest {
+    pub event: Event,
+    pub audio: mpsc::Receiver<Bytes>,
+    pub outcome: OutcomeGuard,
+}
+
+/// The ordered, bounded queue itself (pure; no I/O, no waiting).
+#[derive(Debug)]
+pub struct EventQueue {
+    events: VecDeque<Event>,
+    capacity: usize,
+    dropped: u64,
+}
+
+impl EventQueue {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            events: VecDeque::new(),
+            capacity: capacity.max(1),
+            dropped: 0,
+        }
+    }
+
+    /// Appends; returns the event dropped to make room, if any.
+    pub fn push(&mut self, event: Event) -> Option<Event> {
+        self.events.push_back(event);
+        if self.events.len() > self.capacity {
+            self.dropped += 1;
+            return self.events.pop_front();
+        }
+        None
+    }
+
+    /// The next event to send (it stays queued until [`EventQueue::delivered`]).
+    pub fn front(&self) -> Option<&Event> {
+        self.events.front()
+    }
+
+    /// AVS accepted (or finally refused) the event with this messageId: forget it. Does nothing
+    /// if it is no longer at the front (dropped meanwhile for room).
+    pub fn delivered(&mut self, message_id: &str) {
+        if self
+            .events
+            .front()
+            .is_some_and(|e| e.header.message_id == message_id)
+        {
+            self.events.pop_front();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Events dropped for room since start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+pub(crate) struct OutboxShared {
+    queue: Mutex<EventQueue>,
+    pub(crate) queued: Notify,
+    session: Mutex<Option<mpsc::Sender<RecognizeRequest>>>,
+}
+
+/// Handle for sending events; cheap to clone.
+#[derive(Clone)]
+pub struct Outbox {
+    pub(crate) shared: Arc<OutboxShared>,
+}
+
+impl Outbox {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            shared: Arc::new(OutboxShared {
+                queue: Mutex::new(EventQueue::new(capacity)),
+                queued: Notify::new(),
+                session: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Queues an event; never blocks. Kept while offline (bounded, oldest dropped with a counted
+    /// log line) and sent once, in order, when connected.
+    pub fn send(&self, event: Event) {
+        let dropped = {
+            let mut q = self
+                .shared
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            q.push(event).map(|e| (e, q.dropped()))
+        };
+        if let Some((old, total)) = dropped {
+            warn!(event = %old.qualified_name(), message_id = %old.header.message_id, dropped_total = total,
+                "outbox full; dropped the oldest queued event");
+        }
+        self.shared.queued.notify_one();
+    }
+
+    /// Starts a Recognize on the current connection, streaming `audio` as its audio part until
+    /// the sender is dropped. Not queued: `Err(NotConnected)` when offline.
+    pub fn send_recognize(
+        &self,
+        event: Event,
+        audio: mpsc::Receiver<Bytes>,
+    ) -> Result<RecognizeHandle, SendError> {
+        let session = self
+            .shared
+            .session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(session) = session else {
+            return Err(SendError::NotConnected);
+        };
+        let (outcome, response) = OutcomeGuard::new();
+        match session.try_send(RecognizeRequest {
+            event,
+            audio,
+            outcome,
+        }) {
+            Ok(()) => Ok(RecognizeHandle { response }),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(SendError::Busy),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::NotConnected),
+        }
+    }
+
+    /// Events waiting to be sent.
+    pub fn queued_len(&self) -> usize {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Events dropped for room since start.
+    pub fn dropped_count(&self) -> u64 {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .dropped()
+    }
+
+    pub(crate) fn front(&self) -> Option<Event> {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .front()
+            .cloned()
+    }
+
+    pub(crate) fn delivered(&self, message_id: &str) {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .delivered(message_id);
+    }
+
+    pub(crate) fn set_session(&self, session: Option<mpsc::Sender<RecognizeRequest>>) {
+        *self
+            .shared
+            .session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = session;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev(n: u32) -> Event {
+        Event::raw("Test", &format!("E{n}"), json!({}))
+    }
+
+    #[test]
+    fn keeps_order_and_removes_only_what_was_delivered() {
+        let mut q = EventQueue::new(8);
+        for n in 0..3 {
+            assert!(q.push(ev(n)).is_none());
+        }
+        let first = q.front().unwrap().clone();
+        assert_eq!(first.header.name, "E0");
+        // A failed send leaves it at the front: the next connection sends it again.
+        assert_eq!(
+            q.front().unwrap().header.message_id,
+            first.header.message_id
+        );
+        q.delivered(&first.header.message_id);
+        // Delivering the same id twice does not remove the next event.
+        q.delivered(&first.header.message_id);
+        let names: Vec<_> = std::iter::from_fn(|| {
+            let e = q.front()?.clone();
+            q.delivered(&e.header.message_id);
+            Some(e.header.name)
+        })
+        .collect();
+        assert_eq!(names, vec!["E1", "E2"]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn full_queue_drops_the_oldest_and_counts() {
+        let mut q = EventQueue::new(2);
+        q.push(ev(0));
+        q.push(ev(1));
+        let dropped = q.push(ev(2)).unwrap();
+        assert_eq!(dropped.header.name, "E0");
+        assert_eq!(q.dropped(), 1);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.front().unwrap().header.name, "E1");
+        // The in-flight front was dropped meanwhile: delivering it must not remove E2.
+        let inflight = q.front().unwrap().clone();
+        q.push(ev(3));
+        q.delivered(&inflight.header.message_id);
+        assert_eq!(q.front().unwrap().header.name, "E2");
+    }
+
+    #[tokio::test]
+    async fn recognize_needs_a_connection_and_a_dropped_guard_reports_failure() {
+        let outbox = Outbox::new(4);
+        let (_tx, rx) = mpsc::channel(1);
+        assert_eq!(
+            outbox.send_recognize(ev(0), rx).unwrap_err(),
+            SendError::NotConnected
+        );
+        let (stx, mut srx) = mpsc::channel(1);
+        outbox.set_session(Some(stx));
+        let (_tx, rx) = mpsc::channel(1);
+        let handle = outbox.send_recognize(ev(1), rx).unwrap();
+        let (_tx2, rx2) = mpsc::channel(1);
+        assert_eq!(
+            outbox.send_recognize(ev(2), rx2).unwrap_err(),
+            SendError::Busy
+        );
+        drop(srx.recv().await.unwrap());
+        assert!(matches!(
+            handle.response.await.unwrap(),
+            ResponseOutcome::Failed(_)
+        ));
+    }
+}
