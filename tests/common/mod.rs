@@ -1,0 +1,124 @@
+//! Shared set-up for avsd's end-to-end tests: an avs-sim on loopback (real TLS + HTTP/2), a
+//! device configuration pointing at it, code-based linking, and a running daemon.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use avs_sim::SimConfig;
+use avs_testkit::sim::{TestSim, start_sim};
+use avsd::config::Config;
+use avsd::daemon::Daemon;
+use avsd::dialog::{DialogStep, DialogUpdate};
+use avsd::transport::LinkState;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// The bundled utterance ("Alexa, what time is it?", 16 kHz mono).
+pub fn utterance_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo/utterance.wav")
+}
+
+/// A fresh directory for one test.
+pub fn test_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("avsd-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("test dir");
+    dir
+}
+
+/// A sim answering with `scenario` (TOML), approving code pairs at once.
+pub async fn sim(scenario: &str) -> TestSim {
+    start_sim(SimConfig {
+        lwa: avs_sim::lwa::LwaConfig {
+            auto_approve: true,
+            poll_interval: Duration::from_millis(200),
+            ..Default::default()
+        },
+        scenario: avs_sim::Scenario::from_toml(scenario).expect("scenario"),
+        ..Default::default()
+    })
+    .await
+    .expect("sim")
+}
+
+/// A device configuration for `sim`, with its state under `dir`.
+pub fn config(sim: &TestSim, dir: &Path, input: &str, output: &str) -> Config {
+    let mut c = Config::defaults().expect("defaults");
+    c.cloud.endpoint = sim.url.clone();
+    c.cloud.lwa_url = sim.url.clone();
+    c.cloud.extra_ca_file = Some(sim.ca_pem.clone());
+    c.state_dir = dir.join("state");
+    c.control_socket = dir.join("control.sock");
+    c.device.serial_number = format!("test-{}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("x"));
+    c.audio.input = input.to_owned();
+    c.audio.output = output.to_owned();
+    c
+}
+
+/// Code-based linking against the sim.
+pub async fn login(config: &Config) {
+    let auth = avsd::cli::auth_config(config).expect("auth config");
+    tokio::time::timeout(Duration::from_secs(20), avsd::auth::login(&auth, |_| {}))
+        .await
+        .expect("login in time")
+        .expect("login");
+}
+
+/// A linked, connected daemon.
+pub struct Device {
+    pub daemon: Daemon,
+    pub shutdown: CancellationToken,
+    pub updates: broadcast::Receiver<DialogUpdate>,
+}
+
+pub async fn start_device(config: Config) -> Device {
+    login(&config).await;
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::start(Arc::new(config), shutdown.clone()).await.expect("daemon");
+    let mut link = daemon.link.clone();
+    tokio::time::timeout(Duration::from_secs(15), link.wait_for(|s| *s == LinkState::Connected))
+        .await
+        .expect("connected in time")
+        .expect("link state");
+    let updates = daemon.dialog.updates.subscribe();
+    Device {
+        daemon,
+        shutdown,
+        updates,
+    }
+}
+
+impl Device {
+    /// Waits for a dialog step matching `f`, returning it.
+    pub async fn wait_step(&mut self, what: &str, timeout: Duration, f: impl Fn(&DialogStep) -> bool) -> DialogUpdate {
+        tokio::time::timeout(timeout, async {
+            loop {
+                match self.updates.recv().await {
+                    Ok(u) if f(&u.step) => return u,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => panic!("daemon stopped while waiting for {what}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.daemon.supervise().await;
+    }
+}
+
+/// Event names (Namespace.Name) the sim recorded, in arrival order, with their token.
+pub fn recorded(sim: &TestSim, namespace: &str) -> Vec<(String, String)> {
+    sim.recorder
+        .records()
+        .into_iter()
+        .filter_map(|r| r.event)
+        .filter(|e| e.namespace == namespace)
+        .map(|e| (e.name.clone(), e.payload["token"].as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
