@@ -47,7 +47,7 @@ pub struct Daemon {
     tasks: JoinSet<&'static str>,
     shutdown: CancellationToken,
     // Kept last: dropping it closes the audio devices after every task has stopped.
-    _audio: AudioEngine,
+    audio: AudioEngine,
 }
 
 impl Daemon {
@@ -135,8 +135,13 @@ impl Daemon {
             link: link.state,
             tasks,
             shutdown,
-            _audio: audio,
+            audio,
         })
+    }
+
+    /// Audio device facts and counters (granted rates, periods, underruns).
+    pub fn audio_stats(&self) -> crate::audio::AudioStats {
+        self.audio.stats()
     }
 
     /// Reports to systemd and supervises until shutdown; then joins the tasks (5 s at most).
