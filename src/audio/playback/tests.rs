@@ -1,0 +1,1 @@
+//! Engine-level tests on the `wav:` devices (no sound hardware, no JACK).
