@@ -1,1 +1,491 @@
-//! Virtual audio devices for tests (placeholder).
+//! Virtual audio devices for tests, and helpers to judge what was played.
+//!
+//! [`with_virtual_audio`] runs a test body against real ALSA PCMs reached through cpal, with no
+//! sound card: a JACK server on its dummy driver (clocked, bit-exact) under a unique server name,
+//! and an ALSA config (ecosystem.md §7.3) defining
+//! - `alsa:avs_mic`: a JACK-paced capture PCM whose samples come from `mic.raw` (ALSA `file`
+//!   plugin `infile` over `plug` over `jack`), and
+//! - `alsa:avs_speaker`: a JACK-paced playback PCM whose samples are teed into `played.raw`.
+//!
+//! ALSA reads `ALSA_CONFIG_PATH` and libjack reads `JACK_DEFAULT_SERVER` from the environment,
+//! and changing the environment of a running multi-threaded test process is unsound (and
+//! `unsafe` is forbidden here), so the body runs in a child process: the test binary re-runs
+//! itself filtered to the one test, with those variables set. The parent holds a global lock
+//! (one rig at a time per test binary), starts jackd, and kills it by its PID on drop.
+//!
+//! Helpers: reading raw/WAV recordings, normalized cross-correlation to find a clip in a
+//! recording (offset + score), RMS, and the gain of a known clip inside a mix.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+
+const ENV_DIR: &str = "AVS_AUDIO_RIG_DIR";
+const ENV_TEST: &str = "AVS_AUDIO_RIG_TEST";
+const ENV_RATE: &str = "AVS_AUDIO_RIG_RATE";
+/// Set to keep the rig's temp dir (config, recordings, jackd log) after the test.
+const ENV_KEEP: &str = "AVS_KEEP_AUDIO_RIG";
+
+static RIG_LOCK: Mutex<()> = Mutex::new(());
+static RIG_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The cpal id of the virtual mic.
+pub const MIC_DEVICE: &str = "alsa:avs_mic";
+/// The cpal id of the virtual speaker.
+pub const SPEAKER_DEVICE: &str = "alsa:avs_speaker";
+
+/// A running jackd and the ALSA config that points at it.
+pub struct VirtualAudio {
+    dir: PathBuf,
+    server: String,
+    rate: u32,
+    jackd: Child,
+    keep: bool,
+}
+
+impl VirtualAudio {
+    /// Starts `jackd --no-realtime -d dummy -r RATE -p PERIOD` under a unique name and writes
+    /// the ALSA config. `period_frames` is JACK's period (e.g. 480 = 10 ms at 48 kHz).
+    pub fn start(rate: u32, period_frames: u32) -> anyhow::Result<Self> {
+        let n = RIG_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let server = format!("avs{}x{n}x{nanos}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("avs-audio-rig-{server}"));
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let log = fs::File::create(dir.join("jackd.log"))?;
+        let log2 = log.try_clone()?;
+        let jackd = Command::new("jackd")
+            .args([
+                "--no-realtime",
+                "-n",
+                &server,
+                "-d",
+                "dummy",
+                "-r",
+                &rate.to_string(),
+                "-p",
+            ])
+            .arg(period_frames.to_string())
+            .args(["-C", "2", "-P", "2"])
+            .env("JACK_NO_AUDIO_RESERVATION", "1")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .context("starting jackd (is jackd2 installed?)")?;
+        let mut va = VirtualAudio {
+            dir,
+            server,
+            rate,
+            jackd,
+            keep: std::env::var_os(ENV_KEEP).is_some(),
+        };
+        va.wait_ready().context("waiting for jackd")?;
+        fs::write(va.dir.join("asoundrc"), va.alsa_config())?;
+        // The capture PCM needs its infile to exist; a test replaces it before opening the mic.
+        write_raw_i16(&va.dir.join("mic.raw"), &vec![0i16; rate as usize * 30])?;
+        Ok(va)
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Some(status) = self.jackd.try_wait()? {
+                let log = fs::read_to_string(self.dir.join("jackd.log")).unwrap_or_default();
+                bail!("jackd exited with {status}: {log}");
+            }
+            let ok = Command::new("jack_lsp")
+                .env("JACK_DEFAULT_SERVER", &self.server)
+                .env("JACK_NO_START_SERVER", "1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("jackd did not come up within 15 s")
+    }
+
+    fn alsa_config(&self) -> String {
+        let d = self.dir.display();
+        format!(
+            r#"pcm.avs_jackcap {{ type jack; capture_ports {{ 0 system:capture_1 }} }}
+pcm.avs_jackplay {{ type jack; playback_ports {{ 0 system:playback_1 }} }}
+pcm.avs_cap16 {{ type plug; slave.pcm "avs_jackcap" }}
+pcm.avs_play16 {{ type plug; slave.pcm "avs_jackplay" }}
+pcm.avs_mic {{
+    type file; slave.pcm "avs_cap16"; file "/dev/null"
+    infile "{d}/mic.raw"; format "raw"
+    hint {{ show on description "avs test mic: JACK-paced capture of mic.raw" }}
+}}
+pcm.avs_speaker {{
+    type file; slave.pcm "avs_play16"
+    file "{d}/played.raw"; format "raw"
+    hint {{ show on description "avs test speaker: JACK-paced playback teed to played.raw" }}
+}}
+"#
+        )
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn server_name(&self) -> &str {
+        &self.server
+    }
+
+    /// Environment a process needs to see the virtual devices.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "ALSA_CONFIG_PATH".into(),
+                format!("/usr/share/alsa/alsa.conf:{}/asoundrc", self.dir.display()),
+            ),
+            ("JACK_DEFAULT_SERVER".into(), self.server.clone()),
+            ("JACK_NO_START_SERVER".into(), "1".into()),
+            (ENV_DIR.into(), self.dir.display().to_string()),
+            (ENV_RATE.into(), self.rate.to_string()),
+        ]
+    }
+}
+
+impl Drop for VirtualAudio {
+    fn drop(&mut self) {
+        // By PID (Child::kill), never by name: other rigs may be running on this machine.
+        let _ = self.jackd.kill();
+        let _ = self.jackd.wait();
+        if !self.keep {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// What a test body sees inside the child process.
+pub struct AudioRig {
+    dir: PathBuf,
+    rate: u32,
+}
+
+impl AudioRig {
+    /// JACK's rate: the rate the virtual devices are clocked at.
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    pub fn mic_device(&self) -> &'static str {
+        MIC_DEVICE
+    }
+
+    pub fn speaker_device(&self) -> &'static str {
+        SPEAKER_DEVICE
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What the mic will deliver, in the format the mic is opened with (s16le, interleaved).
+    /// Call before opening the mic; pad with silence (past the end, ALSA returns garbage).
+    pub fn write_mic(&self, samples: &[i16]) -> anyhow::Result<()> {
+        write_raw_i16(&self.dir.join("mic.raw"), samples)
+    }
+
+    pub fn played_path(&self) -> PathBuf {
+        self.dir.join("played.raw")
+    }
+
+    /// Everything played so far (s16le interleaved, as opened), downmixed to mono f32.
+    pub fn played(&self, channels: u16) -> anyhow::Result<Vec<f32>> {
+        read_raw_i16_mono(&self.played_path(), channels)
+    }
+}
+
+/// Runs `body` against the virtual devices in a child process (see the module doc).
+/// `test_name` must be the libtest name of the calling test (its path inside the test binary).
+pub fn with_virtual_audio(test_name: &str, rate: u32, body: impl FnOnce(&AudioRig)) {
+    if let Ok(t) = std::env::var(ENV_TEST) {
+        if t != test_name {
+            return;
+        }
+        let dir = PathBuf::from(std::env::var(ENV_DIR).unwrap_or_default());
+        let rate = std::env::var(ENV_RATE)
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(rate);
+        body(&AudioRig { dir, rate });
+        return;
+    }
+    let _guard = RIG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let va = match VirtualAudio::start(rate, rate / 100) {
+        Ok(v) => v,
+        Err(e) => panic!("cannot start the virtual audio rig: {e:#}"),
+    };
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let out_path = va.dir().join("child.out");
+    let out = fs::File::create(&out_path)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", out_path.display()));
+    let err = out.try_clone().unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = Command::new(exe);
+    cmd.args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ENV_TEST, test_name)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    for (k, v) in va.env() {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning the test child: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("waiting for the test child: {e}"),
+        }
+    };
+    let output = fs::read_to_string(&out_path).unwrap_or_default();
+    let ran = output.contains("1 passed");
+    match status {
+        Some(s) if s.success() && ran => {
+            println!("{output}");
+        }
+        Some(s) => panic!("test body failed in the child ({s}):\n{output}"),
+        None => panic!("test body timed out in the child:\n{output}"),
+    }
+}
+
+/// Writes s16le samples.
+pub fn write_raw_i16(path: &Path, samples: &[i16]) -> anyhow::Result<()> {
+    let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Reads s16le interleaved samples, downmixed to mono f32 in [-1, 1).
+pub fn read_raw_i16_mono(path: &Path, channels: u16) -> anyhow::Result<Vec<f32>> {
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .with_context(|| format!("opening {}", path.display()))?
+        .read_to_end(&mut bytes)?;
+    let samples: Vec<f32> = bytes
+        .chunks_exact(2)
+        .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
+        .collect();
+    Ok(downmix(&samples, channels))
+}
+
+/// Reads a WAV file (any integer or float format) downmixed to mono f32, with its rate.
+pub fn read_wav_mono(path: &Path) -> anyhow::Result<(Vec<f32>, u32)> {
+    let mut r =
+        hound::WavReader::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let spec = r.spec();
+    let samples: Vec<f32> = match spec.sample_format {
+        hound::SampleFormat::Float => r.samples::<f32>().collect::<Result<_, _>>()?,
+        hound::SampleFormat::Int => {
+            let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
+            r.samples::<i32>()
+                .map(|s| s.map(|v| v as f32 * scale))
+                .collect::<Result<_, _>>()?
+        }
+    };
+    Ok((downmix(&samples, spec.channels), spec.sample_rate))
+}
+
+fn downmix(samples: &[f32], channels: u16) -> Vec<f32> {
+    let ch = usize::from(channels.max(1));
+    samples
+        .chunks_exact(ch)
+        .map(|f| f.iter().sum::<f32>() / ch as f32)
+        .collect()
+}
+
+/// Root mean square level.
+pub fn rms(x: &[f32]) -> f32 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    (x.iter().map(|s| f64::from(*s) * f64::from(*s)).sum::<f64>() / x.len() as f64).sqrt() as f32
+}
+
+/// Where a clip was found in a recording.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClipMatch {
+    /// Sample index in the recording where the clip starts.
+    pub offset: usize,
+    /// Normalized cross-correlation at that offset, in [-1, 1]; 1 = identical up to a gain.
+    pub score: f32,
+}
+
+fn ncc_at(rec: &[f32], clip: &[f32], offset: usize, clip_energy: f64) -> f32 {
+    let seg = &rec[offset..offset + clip.len()];
+    let mut dot = 0f64;
+    let mut e = 0f64;
+    for (a, b) in seg.iter().zip(clip) {
+        dot += f64::from(*a) * f64::from(*b);
+        e += f64::from(*a) * f64::from(*a);
+    }
+    if e <= 0.0 || clip_energy <= 0.0 {
+        0.0
+    } else {
+        (dot / (e * clip_energy).sqrt()) as f32
+    }
+}
+
+fn decimate(x: &[f32], d: usize) -> Vec<f32> {
+    x.chunks(d)
+        .map(|c| c.iter().sum::<f32>() / c.len() as f32)
+        .collect()
+}
+
+/// Finds `clip` in `recording` by normalized cross-correlation: a coarse search on 8× decimated
+/// signals, refined at full rate around the best coarse offsets.
+pub fn find_clip(recording: &[f32], clip: &[f32]) -> Option<ClipMatch> {
+    if clip.is_empty() || recording.len() < clip.len() {
+        return None;
+    }
+    let d = 8usize;
+    let rd = decimate(recording, d);
+    let cd = decimate(clip, d);
+    let mut candidates: Vec<(f32, usize)> = Vec::new();
+    if cd.len() >= 4 && rd.len() >= cd.len() {
+        let ce: f64 = cd.iter().map(|s| f64::from(*s) * f64::from(*s)).sum();
+        let mut scores: Vec<(f32, usize)> = (0..=rd.len() - cd.len())
+            .map(|k| (ncc_at(&rd, &cd, k, ce), k))
+            .collect();
+        scores.sort_by(|a, b| b.0.total_cmp(&a.0));
+        candidates.extend(scores.into_iter().take(3));
+    } else {
+        candidates.push((0.0, 0));
+    }
+    let ce: f64 = clip.iter().map(|s| f64::from(*s) * f64::from(*s)).sum();
+    let max_off = recording.len() - clip.len();
+    let mut best: Option<ClipMatch> = None;
+    for (_, k) in candidates {
+        let centre = k * d;
+        let lo = centre.saturating_sub(2 * d);
+        let hi = (centre + 2 * d).min(max_off);
+        for off in lo..=hi {
+            let s = ncc_at(recording, clip, off, ce);
+            if best.is_none_or(|b| s > b.score) {
+                best = Some(ClipMatch {
+                    offset: off,
+                    score: s,
+                });
+            }
+        }
+    }
+    best
+}
+
+/// Least-squares gain of `clip` inside `recording` at `offset` (`<rec, clip> / <clip, clip>`):
+/// the level of a known signal even when other, uncorrelated audio is mixed over it.
+pub fn gain_at(recording: &[f32], clip: &[f32], offset: usize) -> f32 {
+    let end = (offset + clip.len()).min(recording.len());
+    let seg = &recording[offset.min(end)..end];
+    let mut dot = 0f64;
+    let mut e = 0f64;
+    for (a, b) in seg.iter().zip(clip) {
+        dot += f64::from(*a) * f64::from(*b);
+        e += f64::from(*b) * f64::from(*b);
+    }
+    if e <= 0.0 { 0.0 } else { (dot / e) as f32 }
+}
+
+/// Deterministic white noise in [-amp, amp]: uncorrelated with anything else, sharp correlation
+/// peak, so a clip is found at the exact sample.
+pub fn noise(len: usize, seed: u32, amp: f32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as f32 / u32::MAX as f32 * 2.0 - 1.0) * amp
+        })
+        .collect()
+}
+
+/// f32 in [-1, 1] to i16.
+pub fn to_i16(x: &[f32]) -> Vec<i16> {
+    x.iter()
+        .map(|s| (s.clamp(-1.0, 1.0) * 32767.0).round() as i16)
+        .collect()
+}
+
+/// Runs `sox` (a test prerequisite) with the given arguments.
+pub fn sox(args: &[&str]) -> anyhow::Result<()> {
+    let st = Command::new("sox")
+        .args(args)
+        .status()
+        .context("running sox (is sox installed?)")?;
+    if !st.success() {
+        bail!("sox {args:?} failed: {st}");
+    }
+    Ok(())
+}
+
+/// Decodes an MP3 with `mpg123` (the reference decoder) to a mono f32 signal at `rate`
+/// (resampled by sox).
+pub fn reference_decode_mp3(mp3: &Path, rate: u32, scratch: &Path) -> anyhow::Result<Vec<f32>> {
+    let wav = scratch.join("ref-decoded.wav");
+    let st = Command::new("mpg123")
+        .args(["-q", "-w"])
+        .arg(&wav)
+        .arg(mp3)
+        .status()
+        .context("running mpg123 (is mpg123 installed?)")?;
+    if !st.success() {
+        bail!("mpg123 failed on {}: {st}", mp3.display());
+    }
+    let wav_rate = scratch.join("ref-resampled.wav");
+    let (w, r) = (wav.display().to_string(), wav_rate.display().to_string());
+    sox(&[&w, "-b", "16", "-c", "1", "-r", &rate.to_string(), &r])?;
+    Ok(read_wav_mono(&wav_rate)?.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_noise_clip_at_the_exact_sample() {
+        let clip = noise(4800, 7, 0.5);
+        let mut rec = noise(48_000, 99, 0.05);
+        for (i, s) in clip.iter().enumerate() {
+            rec[12_345 + i] += s * 0.3;
+        }
+        let m = find_clip(&rec, &clip).unwrap();
+        assert_eq!(m.offset, 12_345);
+        assert!(m.score > 0.9, "{m:?}");
+        let g = gain_at(&rec, &clip, m.offset);
+        assert!((g - 0.3).abs() < 0.02, "{g}");
+    }
+
+    #[test]
+    fn absent_clip_scores_low() {
+        let clip = noise(4800, 7, 0.5);
+        let rec = noise(48_000, 8, 0.5);
+        let m = find_clip(&rec, &clip).unwrap();
+        assert!(m.score < 0.2, "{m:?}");
+    }
+}

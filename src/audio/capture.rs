@@ -1,0 +1,384 @@
+//! The capture path: the input callback body (copy into a ring, count what did not fit), the
+//! capture thread (channel pick or downmix, resample to 16 kHz, s16le, 10 ms frames, a 500 ms
+//! pre-roll) and the handle a listener (SpeechRecognizer, a wake word engine) opens the mic with.
+//! It does not decide when to listen.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cpal::{FromSample, Sample};
+use tokio::sync::mpsc;
+
+use super::resample::StreamResampler;
+use super::{CAPTURE_FRAME_SAMPLES, CAPTURE_RATE, Counters, PREROLL_FRAMES};
+
+/// Frames the listener's channel holds (1 s); a slower listener then loses the oldest frames
+/// of a further second of backlog, counted in `capture_dropped_frames`.
+const LISTENER_QUEUE_FRAMES: usize = 100;
+const LISTENER_BACKLOG_FRAMES: usize = 100;
+/// How often the capture thread drains the input ring.
+const CAPTURE_TICK: Duration = Duration::from_millis(5);
+
+/// The body of the input device callback: copies interleaved samples (as f32) into the capture
+/// ring, whole frames only, and counts what did not fit. No allocation, lock or syscall.
+pub struct InputCallback {
+    producer: rtrb::Producer<f32>,
+    channels: usize,
+    counters: Arc<Counters>,
+}
+
+impl InputCallback {
+    pub fn new(producer: rtrb::Producer<f32>, channels: u16, counters: Arc<Counters>) -> Self {
+        Self {
+            producer,
+            channels: usize::from(channels.max(1)),
+            counters,
+        }
+    }
+
+    pub fn process<T>(&mut self, data: &[T])
+    where
+        T: Sample,
+        f32: FromSample<T>,
+    {
+        let c = &self.counters;
+        c.input_callbacks.fetch_add(1, Ordering::Relaxed);
+        c.input_period_frames
+            .store((data.len() / self.channels) as u32, Ordering::Relaxed);
+        let room = self.producer.slots();
+        let n = data.len().min(room);
+        let n = n - n % self.channels;
+        if n > 0
+            && let Ok(chunk) = self.producer.write_chunk_uninit(n)
+        {
+            chunk.fill_from_iter(data[..n].iter().map(|s| f32::from_sample_(*s)));
+        }
+        if n < data.len() {
+            c.input_overruns.fetch_add(1, Ordering::Relaxed);
+            c.input_overrun_samples
+                .fetch_add((data.len() - n) as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Listener {
+    tx: mpsc::Sender<Bytes>,
+    backlog: VecDeque<Bytes>,
+}
+
+struct CaptureState {
+    preroll: VecDeque<Bytes>,
+    listener: Option<Listener>,
+}
+
+/// State shared by the capture thread and every `CaptureHandle`.
+pub struct CaptureShared {
+    state: Mutex<CaptureState>,
+    counters: Arc<Counters>,
+}
+
+impl CaptureShared {
+    pub(crate) fn new(counters: Arc<Counters>) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(CaptureState {
+                preroll: VecDeque::with_capacity(PREROLL_FRAMES),
+                listener: None,
+            }),
+            counters,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, CaptureState> {
+        // A panic while holding this lock leaves plain queues behind, still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Called by the capture thread for each new frame.
+    fn deliver(&self, frame: Bytes) {
+        let mut st = self.lock();
+        if st.preroll.len() == PREROLL_FRAMES {
+            st.preroll.pop_front();
+        }
+        st.preroll.push_back(frame.clone());
+        let Some(l) = st.listener.as_mut() else {
+            return;
+        };
+        l.backlog.push_back(frame);
+        if l.backlog.len() > LISTENER_BACKLOG_FRAMES {
+            l.backlog.pop_front();
+            self.counters
+                .capture_dropped_frames
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        while let Some(f) = l.backlog.pop_front() {
+            match l.tx.try_send(f) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(f)) => {
+                    l.backlog.push_front(f);
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    tracing::debug!("capture listener closed the mic");
+                    st.listener = None;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Opens the mic for one listener at a time.
+#[derive(Clone)]
+pub struct CaptureHandle {
+    pub(crate) shared: Arc<CaptureShared>,
+}
+
+impl CaptureHandle {
+    /// Frames of exactly 10 ms (320 bytes, 16 kHz s16le mono), starting with up to 500 ms of
+    /// pre-roll when asked. Frames stop when the receiver is dropped. Opening again replaces the
+    /// previous listener (its receiver ends). A slow reader loses the oldest frames, counted.
+    pub fn open(&self, with_preroll: bool) -> mpsc::Receiver<Bytes> {
+        let (tx, rx) = mpsc::channel(LISTENER_QUEUE_FRAMES);
+        let mut st = self.shared.lock();
+        if with_preroll {
+            for f in &st.preroll {
+                // The queue is larger than the pre-roll, so this cannot be full.
+                let _ = tx.try_send(f.clone());
+            }
+        }
+        st.listener = Some(Listener {
+            tx,
+            backlog: VecDeque::new(),
+        });
+        rx
+    }
+
+    /// Whether a listener currently holds the mic open.
+    pub fn is_open(&self) -> bool {
+        self.shared
+            .lock()
+            .listener
+            .as_ref()
+            .is_some_and(|l| !l.tx.is_closed())
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum CaptureSetupError {
+    NoSuchChannel { channel: u16, channels: u16 },
+}
+
+/// Turns device samples into 16 kHz frames on its own thread.
+pub struct CaptureWorker {
+    consumer: rtrb::Consumer<f32>,
+    channels: usize,
+    pick: Option<usize>,
+    resampler: Option<StreamResampler>,
+    shared: Arc<CaptureShared>,
+    shutdown: Arc<AtomicBool>,
+    mono: Vec<f32>,
+    resampled: Vec<f32>,
+    pending: Vec<i16>,
+}
+
+impl CaptureWorker {
+    pub(crate) fn new(
+        consumer: rtrb::Consumer<f32>,
+        rate: u32,
+        channels: u16,
+        capture_channel: Option<u16>,
+        shared: Arc<CaptureShared>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Result<Self, CaptureSetupError> {
+        if let Some(c) = capture_channel
+            && c >= channels
+        {
+            return Err(CaptureSetupError::NoSuchChannel {
+                channel: c,
+                channels,
+            });
+        }
+        // Rates are validated by the device layer; an impossible ratio falls back to no
+        // resampling and is logged rather than killing the mic.
+        let resampler = match StreamResampler::new(rate, CAPTURE_RATE, 1, (rate / 100) as usize) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(error = %e, "capture resampler unavailable; passing samples through");
+                None
+            }
+        };
+        Ok(Self {
+            consumer,
+            channels: usize::from(channels.max(1)),
+            pick: capture_channel.map(usize::from),
+            resampler,
+            shared,
+            shutdown,
+            mono: Vec::new(),
+            resampled: Vec::new(),
+            pending: Vec::new(),
+        })
+    }
+
+    pub(crate) fn run(mut self) {
+        while !self.shutdown.load(Ordering::Relaxed) {
+            self.drain();
+            std::thread::sleep(CAPTURE_TICK);
+        }
+    }
+
+    /// Moves everything in the ring through the pipeline. Public for benches.
+    pub fn drain(&mut self) {
+        let avail = self.consumer.slots();
+        let n = avail - avail % self.channels;
+        if n == 0 {
+            return;
+        }
+        self.mono.clear();
+        if let Ok(chunk) = self.consumer.read_chunk(n) {
+            let (a, b) = chunk.as_slices();
+            // A frame never straddles the two slices: both lengths are whole frames because
+            // the callback writes and we read whole frames only.
+            for part in [a, b] {
+                for frame in part.chunks_exact(self.channels) {
+                    let v = match self.pick {
+                        Some(i) => frame[i],
+                        None => frame.iter().sum::<f32>() / self.channels as f32,
+                    };
+                    self.mono.push(v);
+                }
+            }
+            chunk.commit_all();
+        }
+        self.resampled.clear();
+        match self.resampler.as_mut() {
+            Some(r) => {
+                if let Err(e) = r.push(&self.mono, &mut self.resampled) {
+                    tracing::warn!(error = %e, "capture resampling failed; dropping a block");
+                }
+            }
+            None => self.resampled.extend_from_slice(&self.mono),
+        }
+        self.pending.extend(
+            self.resampled
+                .iter()
+                .map(|s| (s.clamp(-1.0, 1.0) * 32767.0).round() as i16),
+        );
+        let whole = self.pending.len() / CAPTURE_FRAME_SAMPLES;
+        for i in 0..whole {
+            let samples = &self.pending[i * CAPTURE_FRAME_SAMPLES..(i + 1) * CAPTURE_FRAME_SAMPLES];
+            let mut bytes = Vec::with_capacity(CAPTURE_FRAME_SAMPLES * 2);
+            for s in samples {
+                bytes.extend_from_slice(&s.to_le_bytes());
+            }
+            self.shared
+                .counters
+                .capture_frames
+                .fetch_add(1, Ordering::Relaxed);
+            self.shared.deliver(Bytes::from(bytes));
+        }
+        self.pending.drain(..whole * CAPTURE_FRAME_SAMPLES);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(
+        rate: u32,
+        channels: u16,
+        pick: Option<u16>,
+    ) -> (rtrb::Producer<f32>, CaptureWorker, Arc<CaptureShared>) {
+        let (p, c) = rtrb::RingBuffer::new(rate as usize * channels as usize);
+        let counters = Counters::new();
+        let shared = CaptureShared::new(counters);
+        let w = CaptureWorker::new(
+            c,
+            rate,
+            channels,
+            pick,
+            shared.clone(),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap();
+        (p, w, shared)
+    }
+
+    #[test]
+    fn frames_are_320_bytes_and_preroll_is_capped() {
+        let (p, mut w, shared) = worker(16_000, 1, None);
+        let mut cb = InputCallback::new(p, 1, shared.counters.clone());
+        let samples: Vec<i16> = (0..16_000).map(|i| (i % 100) as i16).collect();
+        for chunk in samples.chunks(160) {
+            cb.process(chunk);
+            w.drain();
+        }
+        let handle = CaptureHandle {
+            shared: shared.clone(),
+        };
+        let mut rx = handle.open(true);
+        let mut n = 0;
+        while let Ok(f) = rx.try_recv() {
+            assert_eq!(f.len(), 320);
+            n += 1;
+        }
+        assert_eq!(n, PREROLL_FRAMES);
+        let mut rx2 = handle.open(false);
+        assert!(rx2.try_recv().is_err());
+        // the first listener was replaced: its channel is closed
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn picks_the_requested_channel() {
+        let (p, mut w, shared) = worker(16_000, 2, Some(1));
+        let mut cb = InputCallback::new(p, 2, shared.counters.clone());
+        let rx_handle = CaptureHandle {
+            shared: shared.clone(),
+        };
+        let mut rx = rx_handle.open(false);
+        let data: Vec<i16> = (0..320).flat_map(|_| [0i16, 16384]).collect();
+        cb.process(&data);
+        w.drain();
+        let f = rx.try_recv().unwrap();
+        let s = i16::from_le_bytes([f[0], f[1]]);
+        assert!((16380..=16388).contains(&s), "{s}");
+    }
+
+    #[test]
+    fn slow_reader_loses_oldest_and_it_is_counted() {
+        let (p, mut w, shared) = worker(16_000, 1, None);
+        let mut cb = InputCallback::new(p, 1, shared.counters.clone());
+        let rx_handle = CaptureHandle {
+            shared: shared.clone(),
+        };
+        let _rx = rx_handle.open(false);
+        let zeros = vec![0i16; 160];
+        for _ in 0..(LISTENER_QUEUE_FRAMES + LISTENER_BACKLOG_FRAMES + 7) {
+            cb.process(&zeros);
+            w.drain();
+        }
+        assert_eq!(
+            shared
+                .counters
+                .capture_dropped_frames
+                .load(Ordering::Relaxed),
+            7
+        );
+    }
+
+    #[test]
+    fn overrun_is_counted_not_silent() {
+        let (p, c) = rtrb::RingBuffer::new(100);
+        drop(c);
+        let counters = Counters::new();
+        let mut cb = InputCallback::new(p, 2, counters.clone());
+        cb.process(&[0.0f32; 300]);
+        assert_eq!(counters.input_overrun_samples.load(Ordering::Relaxed), 200);
+        assert_eq!(counters.input_overruns.load(Ordering::Relaxed), 1);
+    }
+}

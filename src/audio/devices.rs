@@ -1,0 +1,837 @@
+//! Sound devices: listing and diagnosing them (`avsd devices`), choosing a configuration a device
+//! supports, opening cpal streams with a fixed 10-20 ms period, and the `wav:PATH` / `none`
+//! stand-ins (plain threads paced by a clock) for demos and machines without sound hardware.
+//! The callbacks wired here are the bodies in `capture.rs` and `mixer.rs`; this module only
+//! decides formats and owns the streams.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use cpal::{BufferSize, DeviceId, SizedSample, StreamConfig, SupportedStreamConfigRange};
+
+use super::capture::InputCallback;
+use super::mixer::OutputCallback;
+use super::{AudioConfig, AudioError, Counters, StreamInfo};
+
+/// Rate and channel count of the `wav:PATH` output when `output_rate` is not set.
+pub const WAV_OUTPUT_DEFAULT_RATE: u32 = 48_000;
+pub const WAV_OUTPUT_CHANNELS: u16 = 1;
+
+/// One device as cpal sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// The id to put in the config, e.g. `alsa:plughw:CARD=Device,DEV=0`.
+    pub id: String,
+    pub description: String,
+    pub input: Vec<ConfigRange>,
+    pub output: Vec<ConfigRange>,
+}
+
+/// One supported configuration range of a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigRange {
+    pub channels: u16,
+    pub min_rate: u32,
+    pub max_rate: u32,
+    pub sample_format: String,
+}
+
+impl From<&SupportedStreamConfigRange> for ConfigRange {
+    fn from(r: &SupportedStreamConfigRange) -> Self {
+        Self {
+            channels: r.channels(),
+            min_rate: r.min_sample_rate(),
+            max_rate: r.max_sample_rate(),
+            sample_format: r.sample_format().to_string(),
+        }
+    }
+}
+
+/// Every device of the default cpal host (ALSA on Linux) with what it supports.
+pub fn list_devices() -> Vec<DeviceInfo> {
+    let host = cpal::default_host();
+    let Ok(devices) = host.devices() else {
+        return Vec::new();
+    };
+    devices
+        .filter_map(|d| {
+            let id = d.id().ok()?.to_string();
+            let description = d.description().map(|x| x.to_string()).unwrap_or_default();
+            let input = d
+                .supported_input_configs()
+                .map(|it| it.map(|r| ConfigRange::from(&r)).collect())
+                .unwrap_or_default();
+            let output = d
+                .supported_output_configs()
+                .map(|it| it.map(|r| ConfigRange::from(&r)).collect())
+                .unwrap_or_default();
+            Some(DeviceInfo {
+                id,
+                description,
+                input,
+                output,
+            })
+        })
+        .collect()
+}
+
+fn device_ids() -> Vec<String> {
+    let host = cpal::default_host();
+    host.devices()
+        .map(|it| {
+            it.filter_map(|d| d.id().ok().map(|i| i.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The `avsd devices` text: each device, its supported rates, formats and channels, and a
+/// config line that would work for it.
+pub fn report(devices: &[DeviceInfo]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    if devices.is_empty() {
+        s.push_str("no audio devices found (no sound card? use input = \"wav:PATH\" / output = \"wav:PATH\")\n");
+        return s;
+    }
+    for d in devices {
+        let _ = writeln!(
+            s,
+            "{}  ({})",
+            d.id,
+            d.description.lines().next().unwrap_or("")
+        );
+        for (dir, ranges) in [("input", &d.input), ("output", &d.output)] {
+            if ranges.is_empty() {
+                let _ = writeln!(s, "  {dir}: not supported");
+                continue;
+            }
+            for r in ranges {
+                let _ = writeln!(
+                    s,
+                    "  {dir}: {} ch, {}-{} Hz, {}",
+                    r.channels, r.min_rate, r.max_rate, r.sample_format
+                );
+            }
+            let is_input = dir == "input";
+            if let Some(c) = choose_from(ranges, is_input, None, None) {
+                let _ = writeln!(
+                    s,
+                    "  config: {dir} = \"{}\"  {dir}_rate = {}{}",
+                    d.id,
+                    c.rate,
+                    if is_input {
+                        format!("  input_channels = {}", c.channels)
+                    } else {
+                        String::new()
+                    }
+                );
+            } else {
+                let _ = writeln!(s, "  config: no {dir} configuration avsd can use");
+            }
+        }
+    }
+    s
+}
+
+/// A configuration chosen from a device's ranges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chosen {
+    pub rate: u32,
+    pub channels: u16,
+    pub format: SampleFormatKind,
+}
+
+/// The sample formats the callbacks are instantiated for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SampleFormatKind {
+    I16,
+    F32,
+    I32,
+    U16,
+}
+
+impl SampleFormatKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::I16 => "i16",
+            Self::F32 => "f32",
+            Self::I32 => "i32",
+            Self::U16 => "u16",
+        }
+    }
+}
+
+const FORMAT_PREF: [SampleFormatKind; 4] = [
+    SampleFormatKind::I16,
+    SampleFormatKind::F32,
+    SampleFormatKind::I32,
+    SampleFormatKind::U16,
+];
+const INPUT_RATES: [u32; 7] = [16_000, 48_000, 44_100, 32_000, 24_000, 22_050, 8_000];
+const OUTPUT_RATES: [u32; 6] = [48_000, 44_100, 24_000, 32_000, 22_050, 16_000];
+
+fn choose_from(
+    ranges: &[ConfigRange],
+    input: bool,
+    want_rate: Option<u32>,
+    want_ch: Option<u16>,
+) -> Option<Chosen> {
+    let pref_ch: &[u16] = if input { &[1, 2] } else { &[2, 1] };
+    let mut channels: Vec<u16> = match want_ch {
+        Some(c) => vec![c],
+        None => pref_ch.to_vec(),
+    };
+    if want_ch.is_none() {
+        let mut others: Vec<u16> = ranges
+            .iter()
+            .map(|r| r.channels)
+            .filter(|c| !pref_ch.contains(c))
+            .collect();
+        others.sort_unstable();
+        channels.extend(others);
+    }
+    let rates: Vec<u32> = match want_rate {
+        Some(r) => vec![r],
+        None => (if input {
+            &INPUT_RATES[..]
+        } else {
+            &OUTPUT_RATES[..]
+        })
+        .to_vec(),
+    };
+    for ch in &channels {
+        for rate in &rates {
+            for fmt in FORMAT_PREF {
+                if ranges.iter().any(|r| {
+                    r.channels == *ch
+                        && r.min_rate <= *rate
+                        && *rate <= r.max_rate
+                        && r.sample_format == fmt.name()
+                }) {
+                    return Some(Chosen {
+                        rate: *rate,
+                        channels: *ch,
+                        format: fmt,
+                    });
+                }
+            }
+        }
+    }
+    if want_rate.is_none() {
+        // A device with none of the usual rates: take its own rate, clamped into range.
+        for ch in &channels {
+            for fmt in FORMAT_PREF {
+                if let Some(r) = ranges
+                    .iter()
+                    .find(|r| r.channels == *ch && r.sample_format == fmt.name())
+                {
+                    return Some(Chosen {
+                        rate: r.max_rate.min(48_000).max(r.min_rate),
+                        channels: *ch,
+                        format: fmt,
+                    });
+                }
+            }
+        }
+    }
+    None
+}
+
+/// What the id string in the config means.
+enum DeviceSpec {
+    None,
+    Wav(PathBuf),
+    Cpal(DeviceId),
+}
+
+fn parse_spec(id: &str) -> Result<DeviceSpec, AudioError> {
+    if id == "none" {
+        return Ok(DeviceSpec::None);
+    }
+    if let Some(path) = id.strip_prefix("wav:") {
+        if path.is_empty() {
+            return Err(AudioError::InvalidDeviceId {
+                id: id.to_owned(),
+                reason: "empty WAV path".into(),
+            });
+        }
+        return Ok(DeviceSpec::Wav(PathBuf::from(path)));
+    }
+    id.parse::<DeviceId>()
+        .map(DeviceSpec::Cpal)
+        .map_err(|e| AudioError::InvalidDeviceId {
+            id: id.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+fn find_device(id: &str, dev_id: &DeviceId) -> Result<cpal::Device, AudioError> {
+    let host = cpal::host_from_id(dev_id.host()).map_err(|e| AudioError::InvalidDeviceId {
+        id: id.to_owned(),
+        reason: e.to_string(),
+    })?;
+    host.device_by_id(dev_id)
+        .ok_or_else(|| AudioError::DeviceNotFound {
+            id: id.to_owned(),
+            available: device_ids(),
+        })
+}
+
+/// A running device stream, or the thread standing in for one.
+pub(crate) enum Backend {
+    Cpal(cpal::Stream),
+    Thread {
+        handle: JoinHandle<()>,
+        stop: Arc<AtomicBool>,
+    },
+}
+
+impl Backend {
+    pub(crate) fn play(&self) -> Result<(), AudioError> {
+        match self {
+            Backend::Cpal(s) => s.play().map_err(|source| AudioError::OpenFailed {
+                id: String::new(),
+                direction: "starting",
+                source,
+                available: Vec::new(),
+            }),
+            Backend::Thread { .. } => Ok(()),
+        }
+    }
+
+    pub(crate) fn close(self) {
+        match self {
+            Backend::Cpal(s) => drop(s),
+            Backend::Thread { handle, stop } => {
+                stop.store(true, Ordering::SeqCst);
+                if handle.join().is_err() {
+                    tracing::error!("a wav device thread panicked");
+                }
+            }
+        }
+    }
+}
+
+pub(crate) struct OpenedInput {
+    pub(crate) backend: Backend,
+    pub(crate) consumer: rtrb::Consumer<f32>,
+    pub(crate) info: StreamInfo,
+}
+
+pub(crate) struct OpenedOutput {
+    pub(crate) backend: Backend,
+    pub(crate) producer: rtrb::Producer<f32>,
+    pub(crate) master_gain: Arc<AtomicU32>,
+    pub(crate) info: StreamInfo,
+}
+
+fn period_frames(rate: u32, period: Duration) -> u32 {
+    ((u64::from(rate) * period.as_micros() as u64) / 1_000_000).max(1) as u32
+}
+
+/// Half a second of input, whole frames (so a frame never wraps around the ring's end).
+fn input_ring(rate: u32, channels: u16) -> (rtrb::Producer<f32>, rtrb::Consumer<f32>) {
+    rtrb::RingBuffer::new((rate as usize / 2).max(1024) * usize::from(channels.max(1)))
+}
+
+pub(crate) fn open_input(
+    cfg: &AudioConfig,
+    counters: Arc<Counters>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<Option<OpenedInput>, AudioError> {
+    match parse_spec(&cfg.input)? {
+        DeviceSpec::None => Ok(None),
+        DeviceSpec::Wav(path) => open_wav_input(cfg, &path, counters, shutdown).map(Some),
+        DeviceSpec::Cpal(dev_id) => open_cpal_input(cfg, &dev_id, counters).map(Some),
+    }
+}
+
+fn open_cpal_input(
+    cfg: &AudioConfig,
+    dev_id: &DeviceId,
+    counters: Arc<Counters>,
+) -> Result<OpenedInput, AudioError> {
+    let id = &cfg.input;
+    let device = find_device(id, dev_id)?;
+    let ranges: Vec<ConfigRange> = device
+        .supported_input_configs()
+        .map_err(|source| AudioError::OpenFailed {
+            id: id.clone(),
+            direction: "input",
+            source,
+            available: device_ids(),
+        })?
+        .map(|r| ConfigRange::from(&r))
+        .collect();
+    let chosen =
+        choose_from(&ranges, true, cfg.input_rate, cfg.input_channels).ok_or_else(|| {
+            AudioError::NoUsableConfig {
+                id: id.clone(),
+                direction: "input",
+                wanted: format!(
+                    "rate {:?}, channels {:?}",
+                    cfg.input_rate, cfg.input_channels
+                ),
+                supported: describe_ranges(&ranges),
+                available: device_ids(),
+            }
+        })?;
+    let frames = period_frames(chosen.rate, cfg.period);
+    let config = StreamConfig {
+        channels: chosen.channels,
+        sample_rate: chosen.rate,
+        buffer_size: BufferSize::Fixed(frames),
+    };
+    let (producer, consumer) = input_ring(chosen.rate, chosen.channels);
+    let cb = InputCallback::new(producer, chosen.channels, counters.clone());
+    let err_counters = counters;
+    let err_fn = move |e: cpal::Error| {
+        if e.kind() == cpal::ErrorKind::Xrun {
+            err_counters.input_overruns.fetch_add(1, Ordering::Relaxed);
+        } else {
+            tracing::warn!(error = %e, "input stream error");
+        }
+    };
+    let stream = match chosen.format {
+        SampleFormatKind::I16 => build_input::<i16>(&device, config, cb, err_fn),
+        SampleFormatKind::F32 => build_input::<f32>(&device, config, cb, err_fn),
+        SampleFormatKind::I32 => build_input::<i32>(&device, config, cb, err_fn),
+        SampleFormatKind::U16 => build_input::<u16>(&device, config, cb, err_fn),
+    }
+    .map_err(|source| AudioError::OpenFailed {
+        id: id.clone(),
+        direction: "input",
+        source,
+        available: device_ids(),
+    })?;
+    let granted = stream.buffer_size().unwrap_or(0);
+    tracing::info!(device = %id, rate = chosen.rate, channels = chosen.channels, format = chosen.format.name(),
+        requested_period_frames = frames, granted_period_frames = granted, "input device open");
+    Ok(OpenedInput {
+        backend: Backend::Cpal(stream),
+        consumer,
+        info: StreamInfo {
+            device: id.clone(),
+            rate: chosen.rate,
+            channels: chosen.channels,
+            sample_format: chosen.format.name().to_owned(),
+            requested_period_frames: frames,
+            granted_period_frames: granted,
+        },
+    })
+}
+
+fn build_input<T>(
+    device: &cpal::Device,
+    config: StreamConfig,
+    mut cb: InputCallback,
+    err_fn: impl FnMut(cpal::Error) + Send + 'static,
+) -> Result<cpal::Stream, cpal::Error>
+where
+    T: SizedSample,
+    f32: cpal::FromSample<T>,
+{
+    device.build_input_stream::<T, _, _>(
+        config,
+        move |data: &[T], _| cb.process(data),
+        err_fn,
+        None,
+    )
+}
+
+fn build_output<T>(
+    device: &cpal::Device,
+    config: StreamConfig,
+    mut cb: OutputCallback,
+    err_fn: impl FnMut(cpal::Error) + Send + 'static,
+) -> Result<cpal::Stream, cpal::Error>
+where
+    T: SizedSample + cpal::FromSample<f32>,
+{
+    device.build_output_stream::<T, _, _>(
+        config,
+        move |data: &mut [T], _| cb.process(data),
+        err_fn,
+        None,
+    )
+}
+
+fn describe_ranges(ranges: &[ConfigRange]) -> String {
+    if ranges.is_empty() {
+        return "nothing".into();
+    }
+    ranges
+        .iter()
+        .map(|r| {
+            format!(
+                "{} ch {}-{} Hz {}",
+                r.channels, r.min_rate, r.max_rate, r.sample_format
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Runs `tick` every `period` on an absolute schedule until `stop` (or `tick` returns false).
+fn paced(period: Duration, stop: &AtomicBool, mut tick: impl FnMut() -> bool) {
+    let start = Instant::now();
+    let mut n: u32 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n = n.saturating_add(1);
+        let deadline = start + period * n;
+        let now = Instant::now();
+        if deadline > now {
+            std::thread::sleep(deadline - now);
+        }
+        if !tick() {
+            break;
+        }
+    }
+}
+
+fn read_wav_f32(path: &Path) -> Result<(Vec<f32>, u32, u16), AudioError> {
+    let wav_err = |source| AudioError::WavFile {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut reader = hound::WavReader::open(path).map_err(wav_err)?;
+    let spec = reader.spec();
+    let samples: Vec<f32> = match spec.sample_format {
+        hound::SampleFormat::Float => reader
+            .samples::<f32>()
+            .collect::<Result<_, _>>()
+            .map_err(wav_err)?,
+        hound::SampleFormat::Int => {
+            let scale = 1.0 / (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
+            reader
+                .samples::<i32>()
+                .map(|s| s.map(|v| v as f32 * scale))
+                .collect::<Result<_, _>>()
+                .map_err(wav_err)?
+        }
+    };
+    Ok((samples, spec.sample_rate, spec.channels))
+}
+
+fn open_wav_input(
+    cfg: &AudioConfig,
+    path: &Path,
+    counters: Arc<Counters>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<OpenedInput, AudioError> {
+    let (samples, rate, channels) = read_wav_f32(path)?;
+    let frames = period_frames(rate, cfg.period) as usize;
+    let (producer, consumer) = input_ring(rate, channels);
+    let mut cb = InputCallback::new(producer, channels, counters);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let period = cfg.period;
+    let block = frames * usize::from(channels);
+    let handle = std::thread::Builder::new()
+        .name("avsd-wav-in".into())
+        .spawn(move || {
+            let silence = vec![0.0f32; block];
+            let mut pos = 0usize;
+            paced(period, &stop2, || {
+                if shutdown.load(Ordering::Relaxed) {
+                    return false;
+                }
+                if pos < samples.len() {
+                    let end = (pos + block).min(samples.len());
+                    cb.process(&samples[pos..end]);
+                    if end - pos < block {
+                        cb.process(&silence[..block - (end - pos)]);
+                    }
+                    pos = end;
+                } else {
+                    cb.process(&silence);
+                }
+                true
+            });
+        })
+        .map_err(|source| AudioError::Thread {
+            name: "wav-in",
+            source,
+        })?;
+    tracing::info!(path = %path.display(), rate, channels, "WAV file open as the mic");
+    Ok(OpenedInput {
+        backend: Backend::Thread { handle, stop },
+        consumer,
+        info: StreamInfo {
+            device: cfg.input.clone(),
+            rate,
+            channels,
+            sample_format: "f32".into(),
+            requested_period_frames: frames as u32,
+            granted_period_frames: frames as u32,
+        },
+    })
+}
+
+/// Output ring: generous capacity (the mixer decides the fill level, which sets latency).
+fn output_ring(period_frames: u32, channels: u16) -> (rtrb::Producer<f32>, rtrb::Consumer<f32>) {
+    let frames = (period_frames as usize * 8).max(8192);
+    rtrb::RingBuffer::new(frames * usize::from(channels.max(1)))
+}
+
+pub(crate) fn open_output(
+    cfg: &AudioConfig,
+    counters: Arc<Counters>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<OpenedOutput, AudioError> {
+    match parse_spec(&cfg.output)? {
+        DeviceSpec::None => Err(AudioError::InvalidDeviceId {
+            id: cfg.output.clone(),
+            reason: "output cannot be \"none\"; use \"wav:/dev/null\" to discard audio".into(),
+        }),
+        DeviceSpec::Wav(path) => open_wav_output(cfg, &path, counters, shutdown),
+        DeviceSpec::Cpal(dev_id) => open_cpal_output(cfg, &dev_id, counters),
+    }
+}
+
+fn open_cpal_output(
+    cfg: &AudioConfig,
+    dev_id: &DeviceId,
+    counters: Arc<Counters>,
+) -> Result<OpenedOutput, AudioError> {
+    let id = &cfg.output;
+    let device = find_device(id, dev_id)?;
+    let ranges: Vec<ConfigRange> = device
+        .supported_output_configs()
+        .map_err(|source| AudioError::OpenFailed {
+            id: id.clone(),
+            direction: "output",
+            source,
+            available: device_ids(),
+        })?
+        .map(|r| ConfigRange::from(&r))
+        .collect();
+    let chosen = choose_from(&ranges, false, cfg.output_rate, None).ok_or_else(|| {
+        AudioError::NoUsableConfig {
+            id: id.clone(),
+            direction: "output",
+            wanted: format!("rate {:?}", cfg.output_rate),
+            supported: describe_ranges(&ranges),
+            available: device_ids(),
+        }
+    })?;
+    let frames = period_frames(chosen.rate, cfg.period);
+    let config = StreamConfig {
+        channels: chosen.channels,
+        sample_rate: chosen.rate,
+        buffer_size: BufferSize::Fixed(frames),
+    };
+    let (producer, consumer) = output_ring(frames, chosen.channels);
+    let master_gain = Arc::new(AtomicU32::new(1.0f32.to_bits()));
+    let cb = OutputCallback::new(
+        consumer,
+        chosen.channels,
+        chosen.rate,
+        master_gain.clone(),
+        counters.clone(),
+    );
+    let err_counters = counters;
+    let err_fn = move |e: cpal::Error| {
+        if e.kind() == cpal::ErrorKind::Xrun {
+            err_counters
+                .output_underruns
+                .fetch_add(1, Ordering::Relaxed);
+        } else {
+            tracing::warn!(error = %e, "output stream error");
+        }
+    };
+    let stream = match chosen.format {
+        SampleFormatKind::I16 => build_output::<i16>(&device, config, cb, err_fn),
+        SampleFormatKind::F32 => build_output::<f32>(&device, config, cb, err_fn),
+        SampleFormatKind::I32 => build_output::<i32>(&device, config, cb, err_fn),
+        SampleFormatKind::U16 => build_output::<u16>(&device, config, cb, err_fn),
+    }
+    .map_err(|source| AudioError::OpenFailed {
+        id: id.clone(),
+        direction: "output",
+        source,
+        available: device_ids(),
+    })?;
+    let granted = stream.buffer_size().unwrap_or(0);
+    tracing::info!(device = %id, rate = chosen.rate, channels = chosen.channels, format = chosen.format.name(),
+        requested_period_frames = frames, granted_period_frames = granted, "output device open");
+    Ok(OpenedOutput {
+        backend: Backend::Cpal(stream),
+        producer,
+        master_gain,
+        info: StreamInfo {
+            device: id.clone(),
+            rate: chosen.rate,
+            channels: chosen.channels,
+            sample_format: chosen.format.name().to_owned(),
+            requested_period_frames: frames,
+            granted_period_frames: granted,
+        },
+    })
+}
+
+fn open_wav_output(
+    cfg: &AudioConfig,
+    path: &Path,
+    counters: Arc<Counters>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<OpenedOutput, AudioError> {
+    let rate = cfg.output_rate.unwrap_or(WAV_OUTPUT_DEFAULT_RATE);
+    let channels = WAV_OUTPUT_CHANNELS;
+    let spec = hound::WavSpec {
+        channels,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let wav_err = |source| AudioError::WavFile {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut writer = hound::WavWriter::create(path, spec).map_err(wav_err)?;
+    let frames = period_frames(rate, cfg.period);
+    let (producer, consumer) = output_ring(frames, channels);
+    let master_gain = Arc::new(AtomicU32::new(1.0f32.to_bits()));
+    let mut cb = OutputCallback::new(consumer, channels, rate, master_gain.clone(), counters);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let period = cfg.period;
+    let path_s = path.display().to_string();
+    let handle = std::thread::Builder::new()
+        .name("avsd-wav-out".into())
+        .spawn(move || {
+            let mut buf = vec![0i16; frames as usize * usize::from(channels)];
+            let mut ticks = 0u32;
+            let mut failed = false;
+            paced(period, &stop2, || {
+                if shutdown.load(Ordering::Relaxed) {
+                    return false;
+                }
+                cb.process(&mut buf);
+                for s in &buf {
+                    if let Err(e) = writer.write_sample(*s) {
+                        tracing::error!(path = %path_s, error = %e, "cannot write the WAV output");
+                        failed = true;
+                        return false;
+                    }
+                }
+                ticks += 1;
+                // Keep the header valid for readers while we run (about every second).
+                if ticks % 100 == 0 && writer.flush().is_err() {
+                    failed = true;
+                    return false;
+                }
+                true
+            });
+            if !failed && let Err(e) = writer.finalize() {
+                tracing::error!(path = %path_s, error = %e, "cannot finalize the WAV output");
+            }
+        })
+        .map_err(|source| AudioError::Thread {
+            name: "wav-out",
+            source,
+        })?;
+    tracing::info!(path = %path.display(), rate, channels, "WAV file open as the speaker");
+    Ok(OpenedOutput {
+        backend: Backend::Thread { handle, stop },
+        producer,
+        master_gain,
+        info: StreamInfo {
+            device: cfg.output.clone(),
+            rate,
+            channels,
+            sample_format: "i16".into(),
+            requested_period_frames: frames,
+            granted_period_frames: frames,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(ch: u16, min: u32, max: u32, f: &str) -> ConfigRange {
+        ConfigRange {
+            channels: ch,
+            min_rate: min,
+            max_rate: max,
+            sample_format: f.into(),
+        }
+    }
+
+    #[test]
+    fn prefers_16k_mono_i16_for_input() {
+        let r = [
+            range(2, 8000, 192_000, "f32"),
+            range(1, 8000, 192_000, "i16"),
+            range(2, 8000, 192_000, "i16"),
+        ];
+        assert_eq!(
+            choose_from(&r, true, None, None),
+            Some(Chosen {
+                rate: 16_000,
+                channels: 1,
+                format: SampleFormatKind::I16
+            })
+        );
+    }
+
+    #[test]
+    fn hw_device_with_fixed_rate_and_two_channels() {
+        let r = [range(2, 48_000, 48_000, "i32")];
+        assert_eq!(
+            choose_from(&r, true, None, None),
+            Some(Chosen {
+                rate: 48_000,
+                channels: 2,
+                format: SampleFormatKind::I32
+            })
+        );
+        assert_eq!(choose_from(&r, true, Some(16_000), None), None);
+        let odd = [range(2, 96_000, 96_000, "i16")];
+        assert_eq!(
+            choose_from(&odd, false, None, None).map(|c| c.rate),
+            Some(96_000)
+        );
+    }
+
+    #[test]
+    fn unknown_device_error_lists_what_exists() {
+        let cfg = AudioConfig {
+            output: "alsa:no_such_pcm_xyz".into(),
+            ..AudioConfig::default()
+        };
+        let err = match open_output(&cfg, Counters::new(), Arc::new(AtomicBool::new(false))) {
+            Err(e) => e,
+            Ok(_) => panic!("opened a device that does not exist"),
+        };
+        let msg = err.to_string();
+        assert!(msg.contains("no_such_pcm_xyz"), "{msg}");
+        assert!(msg.contains("devices that exist"), "{msg}");
+    }
+
+    #[test]
+    fn report_has_a_config_line() {
+        let d = DeviceInfo {
+            id: "alsa:hw:0,0".into(),
+            description: "Card".into(),
+            input: vec![range(2, 48_000, 48_000, "i16")],
+            output: vec![range(2, 44_100, 48_000, "i16")],
+        };
+        let text = report(&[d]);
+        assert!(
+            text.contains("input = \"alsa:hw:0,0\"  input_rate = 48000  input_channels = 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("output = \"alsa:hw:0,0\"  output_rate = 48000"),
+            "{text}"
+        );
+    }
+}
