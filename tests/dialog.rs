@@ -69,6 +69,10 @@ fn progressive_interim_then_final_in_order() {
                 device.wait_step(&format!("speech {n} finished"), Duration::from_secs(30), |s| matches!(s, DialogStep::SpeechFinished { .. })).await;
             }
             let out_channels = device.daemon.audio_stats().output.map(|o| o.channels).expect("output stream");
+            sim.recorder
+                .wait_for(0, Duration::from_secs(5), "3 SpeechFinished", |_| sim.recorder.events("SpeechSynthesizer.SpeechFinished").len() >= 3)
+                .await
+                .expect("every SpeechFinished sent");
             // Let the last period drain into the recording.
             tokio::time::sleep(Duration::from_millis(200)).await;
             device.stop().await;
@@ -172,6 +176,7 @@ fn final_with_replace_all_interrupts_the_interim() {
             device.daemon.dialog.commands.send(DialogCommand::Listen).await.expect("listen");
             device.wait_step("interrupted", Duration::from_secs(30), |s| matches!(s, DialogStep::SpeechInterrupted { .. })).await;
             device.wait_step("final finished", Duration::from_secs(30), |s| matches!(s, DialogStep::SpeechFinished { .. })).await;
+            sim.recorder.wait_for_event("SpeechSynthesizer.SpeechFinished", Duration::from_secs(5)).await.expect("SpeechFinished sent");
             device.stop().await;
             let events = recorded(&sim, "SpeechSynthesizer");
             let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
