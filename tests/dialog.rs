@@ -69,10 +69,7 @@ fn progressive_interim_then_final_in_order() {
                 device.wait_step(&format!("speech {n} finished"), Duration::from_secs(30), |s| matches!(s, DialogStep::SpeechFinished { .. })).await;
             }
             let out_channels = device.daemon.audio_stats().output.map(|o| o.channels).expect("output stream");
-            sim.recorder
-                .wait_for(0, Duration::from_secs(5), "3 SpeechFinished", |_| sim.recorder.events("SpeechSynthesizer.SpeechFinished").len() >= 3)
-                .await
-                .expect("every SpeechFinished sent");
+            wait_events(&sim, "SpeechSynthesizer.SpeechFinished", 3, Duration::from_secs(5)).await;
             // Let the last period drain into the recording.
             tokio::time::sleep(Duration::from_millis(200)).await;
             device.stop().await;

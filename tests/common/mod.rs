@@ -122,3 +122,18 @@ pub fn recorded(sim: &TestSim, namespace: &str) -> Vec<(String, String)> {
         .map(|e| (e.name.clone(), e.payload["token"].as_str().unwrap_or_default().to_owned()))
         .collect()
 }
+
+/// Waits until the sim has recorded `n` events named `qualified_name`.
+pub async fn wait_events(sim: &TestSim, qualified_name: &str, n: usize, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if sim.recorder.events(qualified_name).len() >= n {
+            return;
+        }
+        let seen = sim.recorder.len();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() || sim.recorder.wait_for(seen, left, qualified_name, |_| true).await.is_err() {
+            panic!("fewer than {n} {qualified_name} events within {timeout:?}: {:?}", sim.recorder.events(qualified_name).len());
+        }
+    }
+}
