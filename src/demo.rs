@@ -84,7 +84,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         shutdown.child_token(),
     )
     .await?;
-    clock.say(format_args!("avs-sim listening at {} (CA {})", sim.url, sim.ca_pem.display()));
+    clock.say(format_args!(
+        "avs-sim listening at {} (CA {})",
+        sim.url,
+        sim.ca_pem.display()
+    ));
 
     let utterance = dir.join("utterance.wav");
     std::fs::write(&utterance, UTTERANCE)?;
@@ -106,19 +110,25 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         ));
     })
     .await?;
-    clock.say(format_args!("linked; tokens stored 0600 in {}", config.state_dir.display()));
+    clock.say(format_args!(
+        "linked; tokens stored 0600 in {}",
+        config.state_dir.display()
+    ));
 
     let daemon = Daemon::start(Arc::new(config), shutdown.child_token()).await?;
     let mut link = daemon.link.clone();
-    tokio::time::timeout(Duration::from_secs(15), link.wait_for(|s| *s == LinkState::Connected))
-        .await
-        .map_err(|_| anyhow::anyhow!("no connection to the sim within 15 s"))??;
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        link.wait_for(|s| *s == LinkState::Connected),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no connection to the sim within 15 s"))??;
     clock.say("connected: HTTP/2 + TLS, downchannel open, SynchronizeState sent");
 
     let mut updates = daemon.dialog.updates.subscribe();
     let tap = Instant::now();
     daemon.dialog.commands.send(DialogCommand::Listen).await?;
-    clock.say("tap: listening (the microphone is the bundled utterance \"Alexa, what time is it?\")");
+    clock.say("tap: listening (the microphone is the bundled utterance \"Alexa, what time is it?\"); times below count from the tap");
     let at = |t: Instant| t.saturating_duration_since(tap).as_millis();
     let mut turn_closed = false;
     let mut spoke = 0;
@@ -130,16 +140,24 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 Err(RecvError::Closed) => anyhow::bail!("the daemon stopped"),
             };
             let line = match &u.step {
-                DialogStep::FirstFrameSent => Some("first 10 ms audio frame on the wire".to_owned()),
-                DialogStep::StopCaptureReceived => Some("StopCapture received (the sim heard the end of speech)".to_owned()),
+                DialogStep::FirstFrameSent => {
+                    Some("first 10 ms audio frame on the wire".to_owned())
+                }
+                DialogStep::StopCaptureReceived => {
+                    Some("StopCapture received (the sim heard the end of speech)".to_owned())
+                }
                 DialogStep::MicClosed { reason } => Some(format!("microphone closed ({reason})")),
                 DialogStep::SpeechStarted { token } => {
                     spoke += 1;
                     Some(format!("speech {spoke} started ({token})"))
                 }
                 DialogStep::SpeechFinished { token } => Some(format!("speech finished ({token})")),
-                DialogStep::SpeechInterrupted { token } => Some(format!("speech interrupted ({token})")),
-                DialogStep::VolumeChanged { volume, .. } => Some(format!("volume set to {volume} by the cloud")),
+                DialogStep::SpeechInterrupted { token } => {
+                    Some(format!("speech interrupted ({token})"))
+                }
+                DialogStep::VolumeChanged { volume, .. } => {
+                    Some(format!("volume set to {volume} by the cloud"))
+                }
                 DialogStep::TurnClosed { status } => {
                     turn_closed = true;
                     Some(format!("response complete (HTTP {status})"))
@@ -149,9 +167,17 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 DialogStep::RecognizeStarted { .. } => None,
             };
             if let Some(line) = line {
-                println!("[{:>6} ms] {line}", at(u.at));
+                println!("[tap+{:>5} ms] {line}", at(u.at));
             }
-            if turn_closed && spoke >= 2 && matches!(u.step, DialogStep::Attention { state: Attention::Idle }) {
+            if turn_closed
+                && spoke >= 2
+                && matches!(
+                    u.step,
+                    DialogStep::Attention {
+                        state: Attention::Idle
+                    }
+                )
+            {
                 return Ok(());
             }
         }
@@ -162,7 +188,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     sim.join().await;
     result.map_err(|_| anyhow::anyhow!("the dialog did not finish within 40 s"))??;
     match output.strip_prefix("wav:") {
-        Some(path) => clock.say(format_args!("done: the answer was written to {path} (no sound device here)")),
+        Some(path) => clock.say(format_args!(
+            "done: the answer was written to {path} (no sound device here)"
+        )),
         None => clock.say(format_args!("done: played on {output}")),
     }
     Ok(())
@@ -183,7 +211,10 @@ fn choose_output(asked: Option<String>, config: &Config, dir: &Path, clock: &Clo
         }
         Err(e) => {
             let path = dir.join("answer.wav");
-            clock.say(format_args!("no usable sound device ({e}); writing what is played to {}", path.display()));
+            clock.say(format_args!(
+                "no usable sound device ({e}); writing what is played to {}",
+                path.display()
+            ));
             format!("wav:{}", path.display())
         }
     }
