@@ -68,8 +68,12 @@ impl VirtualAudio {
         // slot when a server of the same name starts, so names come from a small pool: a slot
         // left behind by a crashed run is reused, a name in use by a live rig is skipped.
         let mut last_err = None;
-        for slot in 0..SERVER_POOL {
-            let server = format!("avsrig{slot}");
+        let mut healed = false;
+        let mut slot = 0;
+        while slot < SERVER_POOL {
+            let this_slot = slot;
+            slot += 1;
+            let server = format!("avsrig{this_slot}");
             match Self::spawn_jackd(&dir, &server, rate, period_frames) {
                 Ok(jackd) => {
                     let mut va = VirtualAudio {
@@ -92,6 +96,12 @@ impl VirtualAudio {
                         }
                         Err(e) => {
                             va.keep = true; // drop below must not delete the dir we still use
+                            let full = e.to_string().contains("Too many servers");
+                            drop(va);
+                            if full && !healed && heal_jack_registry() {
+                                healed = true;
+                                slot = 0;
+                            }
                             last_err = Some(e);
                         }
                     }
@@ -212,6 +222,28 @@ impl Drop for VirtualAudio {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// JACK's registry lists servers by name and PID; a server killed with SIGKILL stays listed, and
+/// with 8 such entries no server can start ("Too many servers already active"). When no jackd
+/// process is alive at all, the registry describes nothing and is removed (libjack recreates
+/// it). Returns whether it did so.
+fn heal_jack_registry() -> bool {
+    let any_jackd = Command::new("pgrep")
+        .args(["-x", "jackd"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(true);
+    if any_jackd {
+        return false;
+    }
+    let removed = fs::remove_file("/dev/shm/jack-shm-registry").is_ok();
+    if removed {
+        eprintln!("avs-testkit: removed a JACK server registry full of dead servers");
+    }
+    removed
 }
 
 /// Stops a child by its PID: SIGTERM first, so jackd leaves JACK's server registry clean,
