@@ -289,6 +289,16 @@ impl Counters {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
+
+    /// Input samples lost to a full capture ring so far.
+    pub fn snapshot_overrun_samples(&self) -> u64 {
+        self.input_overrun_samples.load(Ordering::Relaxed)
+    }
+
+    /// Output callbacks that found the ring short so far.
+    pub fn snapshot_underruns(&self) -> u64 {
+        self.output_underruns.load(Ordering::Relaxed)
+    }
 }
 
 /// Linear gain for a 0-100 volume: squared, a cheap approximation of loudness perception
