@@ -6,6 +6,9 @@
 //! `espeak-ng -w speech.wav "..." && sox speech.wav -r 24000 -c 1 -b 16 s24.wav && lame -b 48 -m m s24.wav audio_speech_24k_mono.mp3`
 //! and an 8 s 44.1 kHz stereo sox synth encoded with `lame -b 128` (audio_music_44k_stereo.mp3).
 
+// Helpers outside #[test] fns count as non-test code for clippy; a failed setup must fail the test.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -370,7 +370,7 @@ impl AudioEngine {
 
         let opened = devices::open_output(cfg, counters.clone(), shutdown.clone())?;
         let output_info = opened.info.clone();
-        let (playback, mixer) = playback::PlaybackHandle::new(
+        let (playback, mut mixer) = playback::PlaybackHandle::new(
             opened.producer,
             opened.master_gain,
             opened.info.rate,
@@ -379,6 +379,7 @@ impl AudioEngine {
             counters.clone(),
             shutdown.clone(),
         );
+        mixer.prefill();
         threads.push(
             std::thread::Builder::new()
                 .name("avsd-mixer".into())
@@ -401,16 +402,12 @@ impl AudioEngine {
             output: Some(opened.backend),
             threads,
         };
-        engine
-            .output
-            .as_ref()
-            .map(devices::Backend::play)
-            .transpose()?;
-        engine
-            .input
-            .as_ref()
-            .map(devices::Backend::play)
-            .transpose()?;
+        if let Some(b) = engine.output.as_ref() {
+            b.play(&cfg.output)?;
+        }
+        if let Some(b) = engine.input.as_ref() {
+            b.play(&cfg.input)?;
+        }
         tracing::info!(
             input = ?engine.input_info,
             output = ?engine.output_info,
