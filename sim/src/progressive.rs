@@ -61,7 +61,8 @@ struct Entry {
     api_access_token: String,
     request_type: String,
     dialog_request_id: String,
-    sink: TurnSink,
+    /// Dropped on completion: the turn's response stream ends when its last sink goes.
+    sink: Option<TurnSink>,
     token_expires: Instant,
     completed: bool,
     /// PRs accepted so far; the n-th gets number n.
@@ -149,7 +150,7 @@ impl LiveRequests {
                 api_access_token: api_access_token.to_owned(),
                 request_type: request_type.to_owned(),
                 dialog_request_id: dialog_request_id.to_owned(),
-                sink,
+                sink: Some(sink),
                 token_expires: now + self.token_lifetime,
                 completed: false,
                 accepted: 0,
@@ -281,13 +282,19 @@ impl LiveRequests {
                 format!("at most {MAX_PER_REQUEST} progressive responses per request"),
             ));
         }
+        let Some(sink) = entry.sink.clone() else {
+            return Err(Rejection::new(
+                StatusCode::FORBIDDEN,
+                "the request already completed",
+            ));
+        };
         entry.accepted += 1;
         Ok(Accepted {
             number: entry.accepted,
             request_id: request_id.to_owned(),
             dialog_request_id: entry.dialog_request_id.clone(),
             speech: speech.to_owned(),
-            sink: entry.sink.clone(),
+            sink,
             delivered: entry.delivered.clone(),
         })
     }
@@ -345,6 +352,7 @@ impl LiveRequests {
         let mut registry = self.lock();
         let entry = registry.by_request.get_mut(request_id)?;
         entry.completed = true;
+        entry.sink = None;
         Some((entry.accepted, entry.delivered.subscribe()))
     }
 }

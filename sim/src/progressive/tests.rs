@@ -389,3 +389,20 @@ fn ssml_checks() {
     assert_eq!(bearer_token("BEARER  abc "), Some("abc"));
     assert_eq!(bearer_token("Bearer"), None);
 }
+
+#[tokio::test]
+async fn completing_releases_the_turn_sink() {
+    let mut f = fixture();
+    assert_eq!(
+        f.live.handle_post(AUTH, &speak("One moment.")).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert!(f.rx.recv().await.is_some());
+    f.guard.complete_and_flush().await;
+    // The registry keeps the request (for 403s) but not its sink: the stream can end.
+    let closed = tokio::time::timeout(Duration::from_secs(5), f.rx.recv()).await;
+    assert!(
+        matches!(closed, Ok(None)),
+        "the sink is still held after completion"
+    );
+}
