@@ -6,13 +6,17 @@ use std::pin::Pin;
 use std::sync::Mutex;
 
 use avs_proto::DirectiveKind;
+use avs_proto::interfaces::{audio_player, speech_synthesizer};
+use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::speech;
 
 type Reply = Pin<Box<dyn Future<Output = (u16, String)> + Send>>;
 type Script = Arc<dyn Fn(Value) -> Reply + Send + Sync>;
