@@ -123,11 +123,20 @@ impl Drop for PythonSkill {
     }
 }
 
-fn scenario(endpoint: &str, intent: &str) -> Scenario {
-    Scenario::from_toml(&format!(
-        "[[turn]]\n[turn.skill]\nintent = \"{intent}\"\nendpoint = \"{endpoint}\"\n[turn.skill.slots]\nQuery = \"the weather in Paris\"\n"
-    ))
-    .unwrap()
+/// One scenario turn per entry, each answered by the skill: `None` sends a LaunchRequest.
+fn scenario(endpoint: &str, intents: &[Option<&str>]) -> Scenario {
+    let mut toml = String::new();
+    for intent in intents {
+        toml.push_str(&format!(
+            "[[turn]]\n[turn.skill]\nendpoint = \"{endpoint}\"\n"
+        ));
+        if let Some(intent) = intent {
+            toml.push_str(&format!(
+                "intent = \"{intent}\"\n[turn.skill.slots]\nQuery = \"the weather in Paris\"\n"
+            ));
+        }
+    }
+    Scenario::from_toml(&toml).unwrap()
 }
 
 /// A fresh state directory, so the CA's path is known before the sim starts (the skill needs it).
@@ -145,8 +154,12 @@ async fn recognize(
     dialog: &str,
 ) -> Vec<(Instant, ReceivedPart)> {
     let mut dev = connect_device(sim, serial).await;
+    recognize_on(&mut dev, dialog).await
+}
+
+async fn recognize_on(dev: &mut Device, dialog: &str) -> Vec<(Instant, ReceivedPart)> {
     let (audio, _) = utterance("What is the weather in Paris?", 300, 3000);
-    let mut s = stream_recognize(&mut dev, dialog, "TAP", &audio, true).await;
+    let mut s = stream_recognize(dev, dialog, "TAP", &audio, true).await;
     assert!(
         s.stop_capture_at.is_some(),
         "StopCapture at the end of speech"
@@ -201,7 +214,7 @@ async fn interim_speech_from_the_sdk_skill_arrives_before_the_final_answer() {
     let dir = state_dir("lookup");
     let mut skill = PythonSkill::start(&dir.join("ca.pem")).await;
     let sim = start_sim(SimConfig {
-        scenario: scenario(&skill.endpoint, "LookupIntent"),
+        scenario: scenario(&skill.endpoint, &[Some("LookupIntent")]),
         state_dir: Some(dir.clone()),
         ..SimConfig::default()
     })
@@ -211,7 +224,7 @@ async fn interim_speech_from_the_sdk_skill_arrives_before_the_final_answer() {
     let parts = recognize(&sim, "SN-SKILL-1", "dlg-skill-1").await;
     assert_eq!(
         skill.wait_line("REQUEST ", Duration::from_secs(5)).await,
-        "REQUEST IntentRequest"
+        "REQUEST IntentRequest new=true"
     );
     assert_eq!(
         skill.wait_line("PR ", Duration::from_secs(5)).await,
@@ -249,7 +262,7 @@ async fn progressive_response_rules_answer_the_sdk() {
     let dir = state_dir("probe");
     let mut skill = PythonSkill::start(&dir.join("ca.pem")).await;
     let sim = start_sim(SimConfig {
-        scenario: scenario(&skill.endpoint, "ProbeIntent"),
+        scenario: scenario(&skill.endpoint, &[Some("ProbeIntent")]),
         state_dir: Some(dir.clone()),
         ..SimConfig::default()
     })
@@ -288,6 +301,68 @@ async fn progressive_response_rules_answer_the_sdk() {
         );
     }
     assert!(!tokens[5].starts_with("pr-"));
+
+    sim.stop().await;
+    drop(skill);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launched_session_continues_into_the_next_turn() {
+    if python_missing() {
+        return;
+    }
+    let dir = state_dir("session");
+    let mut skill = PythonSkill::start(&dir.join("ca.pem")).await;
+    let sim = start_sim(SimConfig {
+        scenario: scenario(&skill.endpoint, &[None, Some("LookupIntent")]),
+        state_dir: Some(dir.clone()),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut dev = connect_device(&sim, "SN-SKILL-3").await;
+
+    // LaunchRequest: a welcome, and the mic reopens because the skill keeps the session.
+    let first = recognize_on(&mut dev, "dlg-launch").await;
+    assert_eq!(
+        skill.wait_line("REQUEST ", Duration::from_secs(5)).await,
+        "REQUEST LaunchRequest new=true"
+    );
+    let names: Vec<String> = first
+        .iter()
+        .filter_map(|(_, p)| p.directive_name())
+        .collect();
+    assert_eq!(
+        names,
+        ["SpeechSynthesizer.Speak", "SpeechRecognizer.ExpectSpeech"]
+    );
+    let (_, ReceivedPart::Directive(expect)) = &first[2] else {
+        panic!("{:?}", first[2].1);
+    };
+    assert_eq!(
+        expect["directive"]["payload"]["timeoutInMilliseconds"],
+        8000
+    );
+    assert_eq!(
+        expect["directive"]["header"]["dialogRequestId"],
+        "dlg-launch"
+    );
+    assert_eq!(speaks(&first[..2], "dlg-launch").len(), 1);
+
+    // The answer to the reopened mic: same session, its attributes kept.
+    let second = recognize_on(&mut dev, "dlg-lookup").await;
+    assert_eq!(
+        skill.wait_line("REQUEST ", Duration::from_secs(5)).await,
+        "REQUEST IntentRequest new=false"
+    );
+    assert_eq!(
+        skill.wait_line("SESSION ", Duration::from_secs(5)).await,
+        "SESSION launched=true"
+    );
+    let speaks = speaks(&second, "dlg-lookup");
+    assert_eq!(speaks.len(), 2);
+    assert!(speaks[0].1.starts_with("pr-1-"));
 
     sim.stop().await;
     drop(skill);

@@ -16,7 +16,9 @@ Protocol with the test harness (stdout, one line each, flushed):
                                      the HTTP status of the SDK's ServiceException and the
                                      Python type of the error body's code ("int"; "raw" when
                                      the SDK does not model that status)
-  REQUEST <type>                     for every request the skill received
+  REQUEST <type> new=<true|false>    for every request the skill received
+  SESSION launched=<true|false>      in LookupIntent: whether the session attributes say a
+                                     LaunchRequest came first in this session
 
 Run: python skill_server.py [--port N]  (REQUESTS_CA_BUNDLE must name avs-sim's CA: the SDK
 only calls HTTPS API endpoints and verifies them).
@@ -89,6 +91,8 @@ class LookupHandler(AbstractRequestHandler):
     def handle(self, handler_input):
         slots = handler_input.request_envelope.request.intent.slots or {}
         query = slots.get("Query").value if slots.get("Query") else None
+        launched = handler_input.attributes_manager.session_attributes.get("launched", False)
+        emit("SESSION", "launched={}".format(str(launched).lower()))
         send_progressive(handler_input, "<speak>Hang on while I look that up.</speak>", "lookup")
         time.sleep(LOOKUP_DELAY_SECONDS)
         answer = "Here is what I found about {}.".format(query or "that")
@@ -160,7 +164,8 @@ class SkillHttpHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(length).decode("utf-8")
         try:
             envelope = SERIALIZER.deserialize(payload=body, obj_type=RequestEnvelope)
-            emit("REQUEST", envelope.request.object_type)
+            new = envelope.session.new if envelope.session is not None else None
+            emit("REQUEST", envelope.request.object_type, "new={}".format(str(new).lower()))
             response = SKILL.invoke(request_envelope=envelope, context=None)
             payload = json.dumps(SERIALIZER.serialize(response)).encode("utf-8")
             status = 200
