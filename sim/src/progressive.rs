@@ -47,6 +47,7 @@ pub struct LiveRequests {
     /// Open skill sessions by deviceId, kept here because a skill session spans turns exactly
     /// as long as the skill host's registry does (see [`crate::skill`]).
     sessions: Arc<Mutex<HashMap<String, crate::skill::SkillSession>>>,
+    session_idle_timeout: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -122,7 +123,19 @@ impl LiveRequests {
             inner: Arc::new(Mutex::new(Registry::default())),
             token_lifetime: lifetime,
             sessions: Arc::new(Mutex::new(HashMap::new())),
+            session_idle_timeout: crate::skill::SESSION_IDLE_TIMEOUT,
         }
+    }
+
+    /// A skill session left open longer than `timeout` without a turn (the user never answered
+    /// its ExpectSpeech) is ended before the device's next turn instead of continued.
+    pub fn with_session_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.session_idle_timeout = timeout;
+        self
+    }
+
+    pub(crate) fn session_idle_timeout(&self) -> Duration {
+        self.session_idle_timeout
     }
 
     /// Makes `request_id` live: PRs with `api_access_token` and this requestId are delivered to

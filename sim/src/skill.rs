@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
@@ -34,6 +34,9 @@ pub const SKILL_TIMEOUT: Duration = Duration::from_secs(8);
 const SESSION_ENDED_TIMEOUT: Duration = Duration::from_secs(3);
 /// `ExpectSpeech.timeoutInMilliseconds` when a skill keeps its session open.
 pub const EXPECT_SPEECH_TIMEOUT_MS: u64 = 8000;
+/// An open session with no turn for this long has been abandoned: the device's ExpectSpeech
+/// (8 s), a reprompt and a second ExpectSpeech are over, so Alexa would have ended it.
+pub const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// What Alexa says when a skill fails.
 pub const SKILL_FAILURE_SPEECH: &str = "There was a problem with the requested skill's response.";
 /// Largest skill response read.
@@ -128,6 +131,8 @@ pub(crate) struct SkillSession {
     reprompt: Option<OutputSpeech>,
     reprompt_used: bool,
     dialog_request_id: String,
+    /// When the last turn of the session ended.
+    idle_since: Instant,
 }
 
 impl SkillSession {
@@ -144,6 +149,7 @@ impl SkillSession {
             reprompt: None,
             reprompt_used: false,
             dialog_request_id: turn.dialog_request_id.clone(),
+            idle_since: Instant::now(),
         }
     }
 }
@@ -169,6 +175,18 @@ pub async fn run_turn_with_deadline(
 ) -> Result<(), SkillError> {
     let client = http_client()?;
     let (mut session, new) = match live.take_session(&turn.device_id) {
+        Some(open) if open.idle_since.elapsed() > live.session_idle_timeout() => {
+            // Nobody answered its ExpectSpeech: Alexa would have ended it long ago.
+            end_with(
+                &client,
+                live,
+                open,
+                SessionEndReason::ExceededMaxReprompts,
+                None,
+            )
+            .await;
+            (SkillSession::open(&turn), true)
+        }
         Some(open) if open.endpoint == turn.endpoint => (open, false),
         Some(other) => {
             // The user moved on to another skill: the old one hears that its session is over.
@@ -215,6 +233,7 @@ pub async fn run_turn_with_deadline(
     match outcome {
         Ok(keep_open) => {
             if keep_open {
+                session.idle_since = Instant::now();
                 live.store_session(&turn.device_id, session);
             }
             Ok(())
@@ -289,6 +308,7 @@ pub async fn expect_speech_timed_out(
             sink.send(expect_speech_directive(&dialog))
                 .await
                 .map_err(|_| SkillError::TurnClosed)?;
+            session.idle_since = Instant::now();
             live.store_session(device_id, session);
             Ok(true)
         }
