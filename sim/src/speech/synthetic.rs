@@ -10,6 +10,9 @@ use std::time::Duration;
 
 const RATE: f64 = SAMPLE_RATE_HZ as f64;
 const PEAK: f64 = 0.6 * i16::MAX as f64;
+const GAIN_REFRESH_SAMPLES: usize = 48;
+/// Harmonics above this carry no voice energy worth synthesizing.
+const VOICE_BANDWIDTH_HZ: f64 = 4000.0;
 
 /// A sound to render: voiced with formants, or noise.
 enum Sound {
@@ -202,6 +205,7 @@ fn synthesize(sounds: &[Sound], seed: u64, question: bool) -> Vec<i16> {
                 let n = samples(*length);
                 // Per-syllable pitch jitter from the text's seed keeps texts distinct.
                 let jitter = ((seed.rotate_left((syllable % 64) as u32) % 31) as f64) - 15.0;
+                let mut gains: Vec<f64> = Vec::new();
                 for i in 0..n {
                     let progress = out.len() as f64 / total_samples.max(1) as f64;
                     let contour = if question && progress > 0.7 {
@@ -211,17 +215,19 @@ fn synthesize(sounds: &[Sound], seed: u64, question: bool) -> Vec<i16> {
                     };
                     let f0 = 135.0 + contour + jitter * stress;
                     phase = (phase + TAU * f0 / RATE) % TAU;
+                    // The formant weights move with f0 only slowly: refresh them every 2 ms.
+                    if i % GAIN_REFRESH_SAMPLES == 0 {
+                        harmonic_gains(formants, f0, &mut gains);
+                    }
+                    // sin(k*phase) by the Chebyshev recurrence: one sin/cos per sample.
+                    let (sin1, cos1) = phase.sin_cos();
+                    let (mut prev, mut current) = (0.0, sin1);
                     let mut value = 0.0;
-                    let mut k = 1.0;
-                    while k * f0 < 4000.0 {
-                        let freq = k * f0;
-                        let gain: f64 = formants
-                            .iter()
-                            .zip([1.0, 0.6, 0.25])
-                            .map(|(f, g)| g / (1.0 + ((freq - f) / (60.0 + f * 0.08)).powi(2)))
-                            .sum();
-                        value += gain / k.sqrt() * (k * phase).sin();
-                        k += 1.0;
+                    for gain in &gains {
+                        value += gain * current;
+                        let next = 2.0 * cos1 * current - prev;
+                        prev = current;
+                        current = next;
                     }
                     out.push(value * 0.25 * stress * envelope(i, n));
                 }
@@ -232,6 +238,22 @@ fn synthesize(sounds: &[Sound], seed: u64, question: bool) -> Vec<i16> {
     out.iter()
         .map(|v| (v / peak * PEAK).round() as i16)
         .collect()
+}
+
+/// Weight of each harmonic of `f0` (1/sqrt(k) spectral tilt times the formant resonances).
+fn harmonic_gains(formants: &[f64; 3], f0: f64, gains: &mut Vec<f64>) {
+    gains.clear();
+    let mut k = 1.0;
+    while k * f0 < VOICE_BANDWIDTH_HZ {
+        let freq = k * f0;
+        let resonance: f64 = formants
+            .iter()
+            .zip([1.0, 0.6, 0.25])
+            .map(|(f, g)| g / (1.0 + ((freq - f) / (60.0 + f * 0.08)).powi(2)))
+            .sum();
+        gains.push(resonance / k.sqrt());
+        k += 1.0;
+    }
 }
 
 fn samples(d: Duration) -> usize {
