@@ -22,14 +22,22 @@ use crate::lwa::Grant;
 use crate::turn::{self, TurnDirective};
 use crate::vad::{EndOfSpeechDetector, VadConfig, VadEvent};
 
+/// How long the half attachment is left to be read before the stream is reset.
+const KILL_DELAY: Duration = Duration::from_millis(300);
+
 /// What the audio reader tells the turn.
 #[derive(Debug)]
 enum AudioUpdate {
     SpeechStarted,
     /// The utterance is over (trailing silence, or the cap with or without speech).
-    EndOfSpeech { at: Duration, heard_speech: bool },
+    EndOfSpeech {
+        at: Duration,
+        heard_speech: bool,
+    },
     /// The request body ended (or broke) after `audio_bytes` of audio.
-    BodyEnded { audio_bytes: usize },
+    BodyEnded {
+        audio_bytes: usize,
+    },
     Malformed(String),
 }
 
@@ -82,7 +90,12 @@ pub async fn serve(
     };
     let press_and_hold = event.payload["initiator"]["type"].as_str() == Some("PRESS_AND_HOLD");
     let turn_index = shared.next_turn();
-    let turn = shared.config.scenario.turn(turn_index).cloned().unwrap_or_default();
+    let turn = shared
+        .config
+        .scenario
+        .turn(turn_index)
+        .cloned()
+        .unwrap_or_default();
     for fault in &turn.faults {
         if let Err(e) = crate::admin::apply_fault(&shared, fault).await {
             tracing::warn!(error = %e, "scenario fault not applied");
@@ -90,7 +103,9 @@ pub async fn serve(
     }
 
     let (audio_tx, mut audio_rx) = mpsc::channel(8);
-    let wav_path = shared.state_dir.join(format!("recognize-{seq}-{}.wav", sanitize(&dialog)));
+    let wav_path = shared
+        .state_dir
+        .join(format!("recognize-{seq}-{}.wav", sanitize(&dialog)));
     tokio::spawn(read_audio(
         reader,
         audio_tx,
@@ -110,7 +125,10 @@ pub async fn serve(
         };
         match update {
             Some(AudioUpdate::SpeechStarted) => heard_speech = true,
-            Some(AudioUpdate::EndOfSpeech { at, heard_speech: heard }) => {
+            Some(AudioUpdate::EndOfSpeech {
+                at,
+                heard_speech: heard,
+            }) => {
                 tracing::info!(%dialog, ?at, heard, "end of speech");
                 heard_speech = heard;
                 if !press_and_hold {
@@ -185,6 +203,8 @@ pub async fn serve(
             let _ = send_bytes(&mut o.stream, o.writer.binary_part_start(cid), false).await;
             let half = mp3.slice(..mp3.len() / 2);
             let _ = send_bytes(&mut o.stream, half, false).await;
+            // A reset discards whatever the peer has not read yet; give it the first half.
+            tokio::time::sleep(KILL_DELAY).await;
             o.stream.send_reset(h2::Reason::INTERNAL_ERROR);
             shared.recorder.set_status(seq, 200);
             producer.abort();
@@ -225,7 +245,13 @@ async fn finish_empty(
 
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(64)
         .collect()
 }
