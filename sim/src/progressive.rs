@@ -456,6 +456,11 @@ async fn deliver(pr: Accepted) -> Result<(), Rejection> {
             }
             Ok(())
         }
+        Ok(Err(speech::SpeechError::NothingToSay)) => {
+            // Valid but silent (punctuation only, say): Alexa would play nothing either.
+            tracing::info!(request_id = %pr.request_id, number = pr.number, "progressive response has nothing to say");
+            Ok(())
+        }
         Ok(Err(e)) => {
             tracing::warn!(request_id = %pr.request_id, error = %e, "progressive response speech failed");
             Err(Rejection::new(
@@ -522,7 +527,30 @@ fn validate_speech(speech: &str) -> Result<(), Rejection> {
     }
     check_ssml_nesting(trimmed).map_err(|reason| {
         Rejection::new(StatusCode::BAD_REQUEST, format!("invalid SSML: {reason}"))
-    })
+    })?;
+    if !has_ssml_content(trimmed) {
+        return Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "directive.speech is empty once its SSML tags are removed",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether well-formed SSML says or plays anything: text outside tags, or an `<audio>` clip.
+fn has_ssml_content(ssml: &str) -> bool {
+    let mut rest = ssml;
+    while let Some(open) = rest.find('<') {
+        if !rest[..open].trim().is_empty() {
+            return true;
+        }
+        let tag = &rest[open + 1..];
+        if tag.starts_with("audio") {
+            return true;
+        }
+        rest = tag.find('>').map_or("", |close| &tag[close + 1..]);
+    }
+    !rest.trim().is_empty()
 }
 
 /// Tags open and close in order, and `<speak>` is the one root element.

@@ -253,7 +253,6 @@ pub async fn run_turn_with_deadline(
             tracing::warn!(%request_id, error = %e, "skill turn failed");
             let apology =
                 speak_directive(&turn.dialog_request_id, SKILL_FAILURE_SPEECH, None).await;
-            end_with(&client, live, session, SessionEndReason::Error, Some(&e)).await;
             let told = match apology {
                 Ok(directive) => sink.send(directive).await.is_ok(),
                 Err(_) => false,
@@ -261,6 +260,9 @@ pub async fn run_turn_with_deadline(
             if !told {
                 tracing::warn!(%request_id, "could not tell the device the skill failed");
             }
+            // The device's answer is complete: its stream need not wait for the skill's goodbye.
+            drop(sink);
+            end_with(&client, live, session, SessionEndReason::Error, Some(&e)).await;
             Err(e)
         }
     }

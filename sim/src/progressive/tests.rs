@@ -87,6 +87,16 @@ async fn well_formed_ssml_is_accepted() {
         f.live.handle_post(AUTH, &speak(&edge)).await,
         (StatusCode::NO_CONTENT, None)
     );
+    let clip = "<speak><audio src=\"https://example.com/chime.mp3\"/></speak>";
+    assert_eq!(
+        f.live.handle_post(AUTH, &speak(clip)).await,
+        (StatusCode::NO_CONTENT, None)
+    );
+    // Valid but silent: accepted, and nothing reaches the device.
+    assert_eq!(
+        f.live.handle_post(AUTH, &speak("...")).await,
+        (StatusCode::NO_CONTENT, None)
+    );
     let plain_with_symbols = "Fish & chips: 3 > 2";
     assert_eq!(
         f.live.handle_post(AUTH, &speak(plain_with_symbols)).await,
@@ -257,6 +267,8 @@ async fn speech_must_be_present_short_and_wrapped() {
         "<speak>one</speak><speak>two</speak>",
         "<speak>one <break time=\"1s\" </speak>",
         "before <speak>one</speak>",
+        "<speak></speak>",
+        "<speak> <break time=\"1s\"/> </speak>",
     ] {
         expect(&f.live, AUTH, &speak(speech), StatusCode::BAD_REQUEST).await;
     }
