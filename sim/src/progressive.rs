@@ -177,8 +177,8 @@ impl LiveRequests {
     }
 
     /// Handles `POST /v1/directives`: the status to answer and, for errors, the JSON body.
-    /// Returns once an accepted PR has been written to the turn's sink, so a skill that waits for
-    /// the 204 knows its interim speech is ahead of its final response.
+    /// An accepted PR is answered `204` at once; its Speak reaches the turn's sink shortly after,
+    /// always ahead of the final response (see [`LiveRequestGuard::complete_and_flush`]).
     pub async fn handle_post(
         &self,
         authorization: Option<&str>,
@@ -191,19 +191,11 @@ impl LiveRequests {
                 return (rejection.status, Some(rejection.body()));
             }
         };
-        // Its own task: if the skill hangs up mid-way, later PRs and the final response must not
-        // wait for a delivery that was cancelled with this future.
-        match tokio::spawn(deliver(accepted)).await {
-            Ok(Ok(())) => (StatusCode::NO_CONTENT, None),
-            Ok(Err(rejection)) => (rejection.status, Some(rejection.body())),
-            Err(e) => {
-                let rejection = Rejection::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("delivery task failed: {e}"),
-                );
-                (rejection.status, Some(rejection.body()))
-            }
-        }
+        // Answered at once, as Alexa does; the speech is rendered and delivered on its own task
+        // (bounded by FLUSH_TIMEOUT and the synthesis), in acceptance order, and the final
+        // response waits for it in `complete_and_flush`. A skill hanging up cannot cancel it.
+        tokio::spawn(deliver(accepted));
+        (StatusCode::NO_CONTENT, None)
     }
 
     /// Number of PRs accepted for `request_id` (for tests and logs).
@@ -427,7 +419,7 @@ impl Drop for LiveRequestGuard {
 }
 
 /// Renders the speech and writes the Speak to the sink, in acceptance order.
-async fn deliver(pr: Accepted) -> Result<(), Rejection> {
+async fn deliver(pr: Accepted) {
     let token = format!("pr-{}-{}", pr.number, pr.request_id);
     let content_id = token.clone();
     let speech_text = pr.speech.clone();
@@ -437,7 +429,7 @@ async fn deliver(pr: Accepted) -> Result<(), Rejection> {
     // Earlier PRs may still be rendering: wait for their turn (bounded), then take ours.
     let turn = delivered.wait_for(|n| *n + 1 >= pr.number);
     let _ = tokio::time::timeout(FLUSH_TIMEOUT, turn).await;
-    let outcome = match rendered {
+    match rendered {
         Ok(Ok(mp3)) => {
             let dialog = (!pr.dialog_request_id.is_empty()).then(|| pr.dialog_request_id.clone());
             let json = avs_proto::Directive::build(
@@ -454,27 +446,19 @@ async fn deliver(pr: Accepted) -> Result<(), Rejection> {
             } else {
                 tracing::info!(request_id = %pr.request_id, number = pr.number, "progressive response delivered");
             }
-            Ok(())
         }
         Ok(Err(speech::SpeechError::NothingToSay)) => {
             // Valid but silent (punctuation only, say): Alexa would play nothing either.
             tracing::info!(request_id = %pr.request_id, number = pr.number, "progressive response has nothing to say");
-            Ok(())
         }
         Ok(Err(e)) => {
             tracing::warn!(request_id = %pr.request_id, error = %e, "progressive response speech failed");
-            Err(Rejection::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("speech synthesis failed: {e}"),
-            ))
         }
-        Err(e) => Err(Rejection::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("speech synthesis task failed: {e}"),
-        )),
-    };
+        Err(e) => {
+            tracing::warn!(request_id = %pr.request_id, error = %e, "progressive response speech task failed");
+        }
+    }
     pr.delivered.send_modify(|n| *n = (*n).max(pr.number));
-    outcome
 }
 
 fn speak_payload(content_id: &str, token: &str) -> Value {

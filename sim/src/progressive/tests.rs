@@ -36,6 +36,14 @@ fn speak(speech: &str) -> Vec<u8> {
 
 const AUTH: Option<&str> = Some("Bearer api-token-0001");
 
+/// The next directive on the turn's sink (deliveries run on their own task).
+async fn next(rx: &mut mpsc::Receiver<TurnDirective>) -> TurnDirective {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a directive within 10 s")
+        .expect("the sink is open")
+}
+
 /// Asserts the status and that the body is `{"code": <that status as an integer>, "message"}`.
 async fn expect(live: &LiveRequests, auth: Option<&str>, body: &[u8], status: StatusCode) {
     let (got, error) = live.handle_post(auth, body).await;
@@ -55,7 +63,7 @@ async fn accepted_speech_reaches_the_turn_as_an_enqueued_speak() {
         .await;
     assert_eq!((status, error), (StatusCode::NO_CONTENT, None));
 
-    let directive = f.rx.try_recv().expect("delivered before the 204");
+    let directive = next(&mut f.rx).await;
     let parsed = avs_proto::Directive::from_json(directive.json.as_bytes()).unwrap();
     assert_eq!(parsed.qualified_name(), "SpeechSynthesizer.Speak");
     assert_eq!(parsed.dialog_request_id(), Some(DIALOG));
@@ -321,14 +329,21 @@ async fn a_sixth_progressive_response_gets_429() {
         StatusCode::TOO_MANY_REQUESTS,
     )
     .await;
-    let tokens: Vec<String> = std::iter::from_fn(|| f.rx.try_recv().ok())
-        .map(|d| {
+    let mut tokens = Vec::new();
+    for _ in 0..MAX_PER_REQUEST {
+        let d = next(&mut f.rx).await;
+        tokens.push(
             avs_proto::Directive::from_json(d.json.as_bytes())
                 .unwrap()
                 .payload["token"]
-                .to_string()
-        })
-        .collect();
+                .clone(),
+        );
+    }
+    f.guard.complete_and_flush().await;
+    assert!(
+        f.rx.try_recv().is_err(),
+        "the refused ones delivered nothing"
+    );
     assert_eq!(tokens.len(), MAX_PER_REQUEST as usize);
 }
 
@@ -343,14 +358,16 @@ async fn concurrent_progressive_responses_arrive_in_acceptance_order() {
         f.live.handle_post(AUTH, &three),
     );
     assert_eq!([a.0, b.0, c.0], [StatusCode::NO_CONTENT; 3]);
-    let tokens: Vec<Value> = std::iter::from_fn(|| f.rx.try_recv().ok())
-        .map(|d| {
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        let d = next(&mut f.rx).await;
+        tokens.push(
             avs_proto::Directive::from_json(d.json.as_bytes())
                 .unwrap()
                 .payload["token"]
-                .clone()
-        })
-        .collect();
+                .clone(),
+        );
+    }
     let expected: Vec<Value> = (1..=3).map(|n| json!(format!("pr-{n}-{RID}"))).collect();
     assert_eq!(tokens, expected);
 }
