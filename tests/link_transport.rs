@@ -669,6 +669,7 @@ async fn rate_limit_spaces_attempts_of_a_flapping_link() {
 
 /// Starts a TAP Recognize fed with a 440 Hz tone in real-time 10 ms chunks (through a channel
 /// of two chunks, so the feeder cannot run ahead of the network) until it is aborted.
+#[allow(clippy::unwrap_used)] // a test helper: a refused Recognize fails the test
 fn start_recognize(
     link: &avsd::transport::LinkHandle,
 ) -> (
