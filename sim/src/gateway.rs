@@ -1,1 +1,0 @@
-//! AVS gateway: downchannel, events, ping (placeholder).

@@ -1,0 +1,113 @@
+//! The downchannel (`GET /v20160207/directives`): checks the token, answers `200
+//! multipart/related`, registers the device (a newer connection of the same device GOAWAYs the
+//! older one) and writes each pushed directive as its own part, flushed at once, until the
+//! connection goes away, the device resets the stream or a fault ends it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use h2::RecvStream;
+use h2::server::SendResponse;
+use http::{Request, Response, StatusCode};
+use tokio::sync::mpsc;
+
+use super::{ConnCommand, ConnCtx, DeviceEntry, DownchannelCommand, respond_exception};
+use crate::Shared;
+
+/// How many directives may wait for a slow downchannel before pushes are refused.
+const QUEUE_DEPTH: usize = 32;
+
+pub async fn serve(
+    shared: Arc<Shared>,
+    conn: ConnCtx,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
+    let auth = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let grant = match shared.lwa.check_bearer(auth) {
+        Ok(g) => g,
+        Err(why) => {
+            tracing::info!(%why, "downchannel refused");
+            shared
+                .recorder
+                .record("GET", avs_proto::DIRECTIVES_PATH, Some(403), None, None);
+            respond_exception(
+                &mut respond,
+                StatusCode::FORBIDDEN,
+                "invalid or expired token",
+            )
+            .await;
+            return;
+        }
+    };
+    let serial = grant.device_serial;
+    let mut writer = avs_proto::multipart::RelatedWriter::new();
+    let Ok(response) = Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, writer.content_type())
+        .body(())
+    else {
+        return;
+    };
+    let mut stream = match respond.send_response(response, false) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "downchannel response not sent");
+            return;
+        }
+    };
+
+    let (tx, mut rx) = mpsc::channel(QUEUE_DEPTH);
+    let replaced = shared.devices.register(
+        &serial,
+        DeviceEntry {
+            conn_id: conn.id,
+            conn: conn.commands.clone(),
+            downchannel: tx.clone(),
+        },
+    );
+    if let Some(old) = replaced.filter(|old| old.conn_id != conn.id) {
+        tracing::info!(%serial, old = old.conn_id, new = conn.id, "second connection: GOAWAY the older one");
+        let _ = old.conn.send(ConnCommand::GoAway).await;
+    }
+    // Recorded after registering, so a test that saw this record can push at once.
+    shared.recorder.record(
+        "GET",
+        avs_proto::DIRECTIVES_PATH,
+        Some(200),
+        Some(serial.clone()),
+        None,
+    );
+    tracing::info!(%serial, conn = conn.id, "downchannel open");
+
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(DownchannelCommand::Push(d)) => {
+                    if let Err(e) = super::write_directive(&mut stream, &mut writer, &d).await {
+                        tracing::debug!(error = %e, "downchannel write failed");
+                        break;
+                    }
+                }
+                Some(DownchannelCommand::Reset) => {
+                    stream.send_reset(h2::Reason::INTERNAL_ERROR);
+                    break;
+                }
+                None => break,
+            },
+            _ = std::future::poll_fn(|cx| stream.poll_reset(cx)) => {
+                tracing::debug!(%serial, "device reset the downchannel");
+                break;
+            }
+            _ = conn.closing.cancelled() => {
+                let _ = super::send_bytes(&mut stream, writer.finish(), true).await;
+                break;
+            }
+        }
+    }
+    shared.devices.unregister(&serial, &tx);
+    tracing::info!(%serial, conn = conn.id, "downchannel closed");
+}

@@ -1,0 +1,206 @@
+//! `POST /v20160207/events`: token check, armed faults, the multipart/form-data body read
+//! incrementally (metadata first, found by name), and the reply for every event but Recognize
+//! (which `recognize.rs` answers): `204`, `202` + `Alexa.EventProcessed` for Discovery, `400`
+//! for malformed input.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use h2::RecvStream;
+use h2::server::SendResponse;
+use http::{Request, StatusCode};
+use serde_json::json;
+
+use super::{
+    ConnCtx, DownchannelCommand, body_stream, peer_reset, respond_bytes, respond_exception,
+};
+use crate::Shared;
+use crate::recorder::RecordedEvent;
+use crate::turn::TurnDirective;
+use avs_proto::multipart::{Limits, MultipartKind, PartEvent, PartReader};
+
+/// Limits on event bodies: metadata JSON and the streamed audio part.
+pub fn limits() -> Limits {
+    Limits {
+        json_part_bytes: 256 * 1024,
+        // 5 minutes of 16 kHz s16le mono.
+        binary_part_bytes: 5 * 60 * 32_000,
+    }
+}
+
+pub async fn serve(
+    shared: Arc<Shared>,
+    conn: ConnCtx,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
+    let path = avs_proto::EVENTS_PATH;
+    let auth = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let grant = match shared.lwa.check_bearer(auth) {
+        Ok(g) => g,
+        Err(why) => {
+            shared.recorder.record("POST", path, Some(403), None, None);
+            respond_exception(&mut respond, StatusCode::FORBIDDEN, &why.to_string()).await;
+            return;
+        }
+    };
+    let device = Some(grant.device_serial.clone());
+    if let Some(status) = shared.faults.take_event_failure() {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        shared
+            .recorder
+            .record("POST", path, Some(status.as_u16()), device, None);
+        respond_exception(&mut respond, status, "injected fault").await;
+        return;
+    }
+    if shared.faults.take_stall() {
+        shared.recorder.record("POST", path, None, device, None);
+        tokio::select! {
+            _ = peer_reset(&mut respond) => {}
+            _ = conn.closing.cancelled() => {}
+        }
+        return;
+    }
+
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = body_stream(req.into_body());
+    let mut reader = match PartReader::new(&content_type, MultipartKind::FormData, body, limits()) {
+        Ok(r) => r,
+        Err(e) => {
+            return bad_request(&shared, &mut respond, device, &e.to_string()).await;
+        }
+    };
+    let metadata = match reader.next().await {
+        Ok(Some(PartEvent::Json {
+            name: Some(name),
+            body,
+            ..
+        })) if name == "metadata" => body,
+        Ok(Some(PartEvent::Oversized { limit_bytes, .. })) => {
+            let why = format!("metadata part larger than {limit_bytes} bytes");
+            return bad_request(&shared, &mut respond, device, &why).await;
+        }
+        Ok(_) => {
+            let why = "the first part must be the metadata JSON part";
+            return bad_request(&shared, &mut respond, device, why).await;
+        }
+        Err(e) if e.is_stream_error() => {
+            shared.recorder.record("POST", path, None, device, None);
+            return;
+        }
+        Err(e) => return bad_request(&shared, &mut respond, device, &e.to_string()).await,
+    };
+    let event = match avs_proto::Event::from_json(&metadata) {
+        Ok(e) => e,
+        Err(e) => return bad_request(&shared, &mut respond, device, &e.to_string()).await,
+    };
+    let recorded = RecordedEvent {
+        namespace: event.header.namespace.clone(),
+        name: event.header.name.clone(),
+        message_id: event.header.message_id.clone(),
+        dialog_request_id: event.header.dialog_request_id.clone(),
+        payload: event.payload.clone(),
+        has_context: event.context.is_some(),
+    };
+    tracing::info!(event = %event.qualified_name(), serial = %grant.device_serial, "event");
+    let seq = shared
+        .recorder
+        .record("POST", path, None, device.clone(), Some(recorded));
+
+    if event.header.namespace == "SpeechRecognizer" && event.header.name == "Recognize" {
+        super::recognize::serve(shared, conn, grant, event, seq, reader, respond).await;
+        return;
+    }
+
+    // Everything else is metadata only; the rest of the body must still be well formed.
+    loop {
+        match reader.next().await {
+            Ok(None) => break,
+            Ok(Some(PartEvent::Json { .. })) => {}
+            Ok(Some(PartEvent::Oversized { limit_bytes, .. })) => {
+                let why = format!("a part is larger than {limit_bytes} bytes");
+                return finish(&shared, &mut respond, seq, StatusCode::BAD_REQUEST, &why).await;
+            }
+            Ok(Some(PartEvent::BinaryStart { name, .. })) if name.as_deref() == Some("audio") => {
+                let why = "an audio part is only allowed on SpeechRecognizer.Recognize";
+                return finish(&shared, &mut respond, seq, StatusCode::BAD_REQUEST, why).await;
+            }
+            Ok(Some(_)) => {}
+            Err(e) if e.is_stream_error() => return,
+            Err(e) => {
+                return finish(
+                    &shared,
+                    &mut respond,
+                    seq,
+                    StatusCode::BAD_REQUEST,
+                    &e.to_string(),
+                )
+                .await;
+            }
+        }
+    }
+
+    let name = event.qualified_name();
+    if name == "System.SoftwareInfo"
+        && event.payload["firmwareVersion"]
+            .as_str()
+            .is_none_or(|v| v.parse::<u32>().map_or(true, |n| n == 0))
+    {
+        let why = "firmwareVersion must be a positive 32-bit integer string";
+        return finish(&shared, &mut respond, seq, StatusCode::BAD_REQUEST, why).await;
+    }
+    if name == "Alexa.Discovery.AddOrUpdateReport" || name == "Alexa.Discovery.DeleteReport" {
+        shared.recorder.set_status(seq, 202);
+        respond_bytes(&mut respond, StatusCode::ACCEPTED, None, Bytes::new()).await;
+        if let Some(token) = event.header.event_correlation_token.clone() {
+            let header = json!({
+                "namespace": "Alexa", "name": "EventProcessed", "messageId": avs_proto::new_message_id(),
+                "eventCorrelationToken": token, "payloadVersion": "3",
+            });
+            let json = json!({"directive": {"header": header, "payload": {}}}).to_string();
+            if let Some(dev) = shared.devices.get(&grant.device_serial) {
+                let _ = dev
+                    .downchannel
+                    .try_send(DownchannelCommand::Push(TurnDirective {
+                        json,
+                        attachment: None,
+                    }));
+            }
+        }
+        return;
+    }
+    shared.recorder.set_status(seq, 204);
+    respond_bytes(&mut respond, StatusCode::NO_CONTENT, None, Bytes::new()).await;
+}
+
+async fn bad_request(
+    shared: &Shared,
+    respond: &mut SendResponse<Bytes>,
+    device: Option<String>,
+    why: &str,
+) {
+    tracing::info!(why, "event refused with 400");
+    shared
+        .recorder
+        .record("POST", avs_proto::EVENTS_PATH, Some(400), device, None);
+    respond_exception(respond, StatusCode::BAD_REQUEST, why).await;
+}
+
+async fn finish(
+    shared: &Shared,
+    respond: &mut SendResponse<Bytes>,
+    seq: usize,
+    status: StatusCode,
+    why: &str,
+) {
+    shared.recorder.set_status(seq, status.as_u16());
+    respond_exception(respond, status, why).await;
+}
