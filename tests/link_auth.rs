@@ -230,7 +230,11 @@ async fn refreshes_ahead_of_expiry_and_on_demand_and_stores_the_new_token() {
         .unwrap();
     assert!(t1.elapsed() < Duration::from_secs(2), "{:?}", t1.elapsed());
     assert_ne!(token.borrow_and_update().clone().unwrap(), second);
-    assert_eq!(*auth.state().borrow(), AuthState::Authorized);
+    let mut state = auth.state();
+    tokio::time::timeout(WAIT, state.wait_for(|s| *s == AuthState::Authorized))
+        .await
+        .unwrap()
+        .unwrap();
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(&dir);
 }

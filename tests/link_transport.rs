@@ -667,7 +667,7 @@ async fn rate_limit_spaces_attempts_of_a_flapping_link() {
     shutdown.cancel();
 }
 
-/// Starts a TAP Recognize fed with a 440 Hz tone in real-time 10 ms chunks (through a channel
+/// Starts a TAP Recognize fed with a 440 Hz burst in real-time 10 ms chunks (through a channel
 /// of two chunks, so the feeder cannot run ahead of the network) until it is aborted.
 #[allow(clippy::unwrap_used)] // a test helper: a refused Recognize fails the test
 fn start_recognize(
@@ -693,8 +693,11 @@ fn start_recognize(
             interval.tick().await;
             let chunk: Vec<u8> = (0..160u32)
                 .flat_map(|s| {
+                    // 300 ms of silence, an 800 ms "utterance", then silence for the
+                    // end-of-speech detector to find.
+                    let amplitude = if (30..110).contains(&i) { 8000.0 } else { 0.0 };
                     let t = (i * 160 + s) as f32 / 16000.0;
-                    (((t * 440.0 * std::f32::consts::TAU).sin() * 8000.0) as i16).to_le_bytes()
+                    (((t * 440.0 * std::f32::consts::TAU).sin() * amplitude) as i16).to_le_bytes()
                 })
                 .collect();
             if audio_tx.send(Bytes::from(chunk)).await.is_err() {
