@@ -67,6 +67,9 @@ pub type ContextProvider = Arc<dyn Fn() -> Vec<avs_proto::ContextEntry> + Send +
 
 /// What arrived from AVS, in arrival order across every stream (downchannel and event
 /// responses alike).
+// Each Incoming is built once and moved once through a channel: boxing the big variant would
+// add an allocation per directive for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Incoming {
     Directive(avs_proto::Directive),
