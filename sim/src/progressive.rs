@@ -50,14 +50,13 @@ pub struct LiveRequests {
     session_idle_timeout: Duration,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Registry {
     by_request: HashMap<String, Entry>,
     /// apiAccessToken to requestId.
     by_token: HashMap<String, String>,
 }
 
-#[derive(Debug)]
 struct Entry {
     api_access_token: String,
     request_type: String,
@@ -71,6 +70,17 @@ struct Entry {
     /// How many accepted PRs have been written to the sink (or given up): PR n waits for
     /// `n - 1` so they reach the device in the order they were accepted.
     delivered: watch::Sender<u32>,
+}
+
+/// Counts only: the maps hold apiAccessTokens, which stay out of logs.
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let live = self.by_request.values().filter(|e| !e.completed).count();
+        f.debug_struct("Registry")
+            .field("requests", &self.by_request.len())
+            .field("live", &live)
+            .finish()
+    }
 }
 
 /// Why a PR was refused: the HTTP status and the message of the error body.

@@ -348,7 +348,12 @@ async fn render(
     if let Some(output) = &response.output_speech
         && let Some(speech) = output.speech()
     {
-        directives.push(speak_directive(dialog_request_id, speech, output.play_behavior).await?);
+        match speak_directive(dialog_request_id, speech, output.play_behavior).await {
+            Ok(directive) => directives.push(directive),
+            // `<speak></speak>` and the like: valid, and silent.
+            Err(SkillError::Speech(SpeechError::NothingToSay)) => {}
+            Err(e) => return Err(e),
+        }
     }
     for directive in response.directives.unwrap_or_default() {
         match audio_directive(dialog_request_id, &directive) {

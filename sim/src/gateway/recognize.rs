@@ -182,13 +182,22 @@ pub async fn serve(
         device_serial: grant.device_serial.clone(),
         client_id: grant.client_id.clone(),
     };
-    let producer = tokio::spawn(turn::run(shared.clone(), ctx, turn, sink));
+    let mut producer = tokio::spawn(turn::run(shared.clone(), ctx, turn, sink));
 
     let kill_mid_attachment = shared.faults.take_kill_mid_attachment();
+    // The stream ends when the producer is done, even if a clone of the sink lives on (the
+    // progressive-response registry may keep one until it prunes the request).
+    let mut producer_result = None;
     loop {
-        let next = tokio::select! {
-            d = directives.recv() => d,
-            _ = conn.closing.cancelled() => { producer.abort(); return; }
+        let next = if producer_result.is_some() {
+            directives.try_recv().ok()
+        } else {
+            tokio::select! {
+                biased;
+                d = directives.recv() => d,
+                r = &mut producer => { producer_result = Some(r); continue; }
+                _ = conn.closing.cancelled() => { producer.abort(); return; }
+            }
         };
         let Some(d) = next else { break };
         if out.is_none() {
@@ -216,7 +225,11 @@ pub async fn serve(
             return;
         }
     }
-    match producer.await {
+    let result = match producer_result {
+        Some(r) => r,
+        None => producer.await,
+    };
+    match result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, %dialog, "turn failed"),
         Err(e) => tracing::warn!(error = %e, %dialog, "turn task failed"),

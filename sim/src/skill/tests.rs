@@ -572,3 +572,20 @@ async fn an_abandoned_session_is_ended_before_the_next_turn() {
         requests[0]["session"]["sessionId"]
     );
 }
+
+#[tokio::test]
+async fn silent_output_speech_is_not_a_failure() {
+    let body = json!({
+        "version": "1.0",
+        "response": {
+            "outputSpeech": { "type": "SSML", "ssml": "<speak></speak>" },
+            "shouldEndSession": false
+        }
+    });
+    let skill = FakeSkill::start(Arc::new(move |_| reply(body.clone()))).await;
+    let live = LiveRequests::new();
+    let (tx, mut rx) = mpsc::channel(16);
+    run_turn(turn(&skill.url, None), &live, tx).await.unwrap();
+    assert_eq!(names(&drain(&mut rx)), ["SpeechRecognizer.ExpectSpeech"]);
+    assert_eq!(skill.requests().len(), 1, "no SessionEndedRequest");
+}
