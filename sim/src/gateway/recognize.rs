@@ -83,7 +83,7 @@ pub async fn serve(
     let (audio_tx, mut audio_rx) = mpsc::channel(8);
     let wav_path = shared
         .state_dir
-        .join(format!("recognize-{seq}-{}.wav", sanitize(&dialog)));
+        .join(format!("recognize-{seq}-{}.wav", turn::token_safe(&dialog)));
     tokio::spawn(read_audio(
         reader,
         audio_tx,
@@ -176,19 +176,6 @@ pub async fn serve(
     if let Err(e) = ended {
         tracing::info!(error = %e, %dialog, "Recognize turn ended early");
     }
-}
-
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(64)
-        .collect()
 }
 
 /// Reads the rest of the Recognize body: finds the `audio` part by name, runs the VAD on it and
