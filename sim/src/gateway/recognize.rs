@@ -21,6 +21,9 @@ use crate::lwa::Grant;
 use crate::turn::{self, TurnDirective};
 use crate::vad::{EndOfSpeechDetector, VadConfig, VadEvent};
 
+/// Wall-clock slack over twice the longest utterance before a silent upload is given up on.
+const UPLOAD_GRACE: Duration = Duration::from_secs(5);
+
 /// What the audio reader tells the turn.
 #[derive(Debug)]
 enum AudioUpdate {
@@ -96,9 +99,17 @@ pub async fn serve(
     let mut heard_speech = false;
     let mut end_of_speech = false;
     let mut audio_bytes_seen = 0;
+    // A device that stops sending audio without ending the upload still gets its turn ended.
+    let stalled = tokio::time::sleep(shared.config.max_recognize_audio * 2 + UPLOAD_GRACE);
+    tokio::pin!(stalled);
     loop {
         let update = tokio::select! {
             u = audio_rx.recv() => u,
+            _ = &mut stalled => {
+                tracing::warn!(%dialog, "Recognize upload stalled; ending capture");
+                end_of_speech = !press_and_hold;
+                break;
+            }
             _ = conn.closing.cancelled() => return,
         };
         match update {
