@@ -32,7 +32,7 @@ pub mod tls;
 pub mod turn;
 pub mod vad;
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -48,6 +48,9 @@ pub use admin::Admin;
 pub use gateway::faults::Fault;
 pub use recorder::{Record, RecordedEvent, Recorder};
 pub use scenario::Scenario;
+
+/// How many `/media/` items (AudioPlayer.Play URLs) the sim keeps.
+const MEDIA_KEPT: usize = 64;
 
 /// Everything the sim can be told at start.
 #[derive(Debug, Clone)]
@@ -108,7 +111,7 @@ pub struct Shared {
     pub(crate) live: progressive::LiveRequests,
     pub(crate) state_dir: PathBuf,
     pub(crate) shutdown: CancellationToken,
-    media: Mutex<HashMap<String, Bytes>>,
+    media: Mutex<VecDeque<(String, Bytes)>>,
     turns: AtomicUsize,
 }
 
@@ -118,19 +121,22 @@ impl Shared {
         self.turns.fetch_add(1, Ordering::SeqCst)
     }
 
+    /// Keeps `mp3` for `GET /media/<id>`; only the newest [`MEDIA_KEPT`] items stay.
     pub(crate) fn put_media(&self, id: String, mp3: Bytes) {
-        self.media
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, mp3);
+        let mut media = self.media.lock().unwrap_or_else(|p| p.into_inner());
+        media.push_back((id, mp3));
+        while media.len() > MEDIA_KEPT {
+            media.pop_front();
+        }
     }
 
     pub(crate) fn media(&self, id: &str) -> Option<Bytes> {
         self.media
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, mp3)| mp3.clone())
     }
 }
 
@@ -189,7 +195,7 @@ pub async fn serve(
         live: progressive::LiveRequests::new(),
         state_dir: state_dir.clone(),
         shutdown: shutdown.clone(),
-        media: Mutex::new(HashMap::new()),
+        media: Mutex::new(VecDeque::new()),
         turns: AtomicUsize::new(0),
     });
     let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config.clone());

@@ -49,7 +49,14 @@ async fn scripted_skill(ca_pem: PathBuf) -> (url::Url, mpsc::Receiver<(Value, u1
                 }
             };
             let request: Value = serde_json::from_slice(&body).unwrap();
-            let answer = if request["request"]["type"] == "IntentRequest" {
+            let answer = if request["request"]["intent"]["name"] == "AskCity" {
+                tx.send((request.clone(), 0)).await.unwrap();
+                json!({"version": "1.0", "response": {
+                    "outputSpeech": {"type": "PlainText", "text": "For which city?"},
+                    "reprompt": {"outputSpeech": {"type": "PlainText", "text": "Which city, please?"}},
+                    "shouldEndSession": false,
+                }})
+            } else if request["request"]["type"] == "IntentRequest" {
                 let api = url::Url::parse(
                     request["context"]["System"]["apiEndpoint"]
                         .as_str()
@@ -184,6 +191,72 @@ async fn skill_turn_with_progressive_response() {
         .await
         .unwrap();
     assert!(r.status.is_client_error(), "{}", r.status);
+    drop(sim);
+    let _ = std::fs::remove_dir_all(&ca_dir);
+}
+
+#[tokio::test]
+async fn expect_speech_timed_out_reprompts_once_then_ends_the_session() {
+    let ca_dir = std::env::temp_dir().join(format!("avs-sim-skill-test2-{}", std::process::id()));
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    let (skill_url, mut requests) = scripted_skill(ca_dir.join("ca.pem")).await;
+    let scenario = Scenario::from_toml("[[turn]]\nskill = { intent = \"AskCity\" }\n").unwrap();
+    let sim = start_sim(SimConfig {
+        scenario,
+        skill_endpoint: Some(skill_url),
+        state_dir: Some(ca_dir.clone()),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut dev = connect_device(&sim, "SN-SKILL-2").await;
+    let (audio, _) = utterance("What is the weather?", 200, 800);
+    let mut s = stream_recognize(&mut dev, "dlg-ask", "PRESS_AND_HOLD", &audio, false).await;
+    let parts = s
+        .event
+        .response()
+        .await
+        .unwrap()
+        .parts()
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let names: Vec<_> = parts.iter().filter_map(|p| p.directive_name()).collect();
+    assert_eq!(
+        names,
+        ["SpeechSynthesizer.Speak", "SpeechRecognizer.ExpectSpeech"]
+    );
+    let (launch, _) = requests.recv().await.unwrap();
+    assert_eq!(launch["request"]["intent"]["name"], "AskCity");
+
+    let token = dev.token.clone();
+    let timed_out = event("SpeechRecognizer", "ExpectSpeechTimedOut", json!({}));
+    let r = dev.client.post_event(&token, &timed_out).await.unwrap();
+    assert_eq!(r.status, 200);
+    let parts = r.parts().unwrap().collect().await.unwrap();
+    let names: Vec<_> = parts.iter().filter_map(|p| p.directive_name()).collect();
+    assert_eq!(
+        names,
+        ["SpeechSynthesizer.Speak", "SpeechRecognizer.ExpectSpeech"]
+    );
+    let ReceivedPart::Attachment { bytes, .. } = &parts[1] else {
+        panic!("{parts:?}")
+    };
+    assert!(
+        mp3_duration(bytes).abs_diff(speech_duration("Which city, please?"))
+            < Duration::from_millis(80)
+    );
+
+    // The second time the session ends: nothing to say, and the skill hears why.
+    let r = dev.client.post_event(&token, &timed_out).await.unwrap();
+    assert_eq!(r.status, 204);
+    let (ended, _) = tokio::time::timeout(Duration::from_secs(10), requests.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended["request"]["type"], "SessionEndedRequest");
+    assert_eq!(ended["request"]["reason"], "EXCEEDED_MAX_REPROMPTS");
     drop(sim);
     let _ = std::fs::remove_dir_all(&ca_dir);
 }
