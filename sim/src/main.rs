@@ -33,7 +33,8 @@ struct Args {
     /// Minimum token polling interval in seconds.
     #[arg(long, default_value_t = 5)]
     poll_interval: u64,
-    /// Answer turns by calling this skill web service.
+    /// Answer turns by calling this skill web service (every turn without --scenario; with
+    /// one, the turns that have no speech of their own).
     #[arg(long)]
     skill_endpoint: Option<url::Url>,
     /// Directory for the CA PEM and the recorded Recognize audio.
@@ -54,9 +55,13 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let scenario = match &args.scenario {
-        Some(p) => avs_sim::Scenario::load(p)?,
-        None => avs_sim::Scenario::default(),
+    let scenario = match (&args.scenario, &args.skill_endpoint) {
+        (Some(p), _) => avs_sim::Scenario::load(p)?,
+        // Every turn goes to the skill: a turn without speech of its own.
+        (None, Some(_)) => avs_sim::Scenario {
+            turns: vec![avs_sim::scenario::Turn::default()],
+        },
+        (None, None) => avs_sim::Scenario::default(),
     };
     let config = avs_sim::SimConfig {
         lwa: avs_sim::lwa::LwaConfig {

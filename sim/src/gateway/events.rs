@@ -1,7 +1,7 @@
 //! `POST /v20160207/events`: token check, armed faults, the multipart/form-data body read
 //! incrementally (metadata first, found by name), and the reply for every event but Recognize
-//! (which `recognize.rs` answers): `204`, `202` + `Alexa.EventProcessed` for Discovery, `400`
-//! for malformed input.
+//! (which `recognize.rs` answers): `204`, `202` + `Alexa.EventProcessed` for Discovery, the
+//! skill session's reprompt for `ExpectSpeechTimedOut`, `400` for malformed input.
 
 use std::sync::Arc;
 
@@ -174,6 +174,33 @@ pub async fn serve(
                         attachment: None,
                     }));
             }
+        }
+        return;
+    }
+    if name == "SpeechRecognizer.ExpectSpeechTimedOut" {
+        // A skill session waiting for an answer reprompts once, else ends (skill.rs decides);
+        // whatever it says goes on this event's response.
+        let (sink, directives) = tokio::sync::mpsc::channel(4);
+        let live = shared.live.clone();
+        let serial = grant.device_serial.clone();
+        let producer = tokio::spawn(async move {
+            crate::skill::expect_speech_timed_out(&live, &serial, sink)
+                .await
+                .map(|_still_open| ())
+        });
+        let streamed = super::response::stream_turn(
+            &shared,
+            &conn,
+            seq,
+            &mut respond,
+            None,
+            producer,
+            directives,
+            false,
+        )
+        .await;
+        if let Err(e) = streamed {
+            tracing::info!(error = %e, "ExpectSpeechTimedOut answer ended early");
         }
         return;
     }

@@ -7,6 +7,7 @@ pub mod downchannel;
 pub mod events;
 pub mod faults;
 pub mod recognize;
+pub mod response;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

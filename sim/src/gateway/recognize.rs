@@ -11,19 +11,15 @@ use std::time::Duration;
 
 use avs_proto::multipart::{PartEvent, PartReader};
 use bytes::{Bytes, BytesMut};
-use h2::SendStream;
 use h2::server::SendResponse;
-use http::{Response, StatusCode};
+use http::StatusCode;
 use tokio::sync::mpsc;
 
-use super::{ConnCtx, DownchannelCommand, respond_bytes, respond_exception, send_bytes};
+use super::{ConnCtx, DownchannelCommand, respond_exception, response};
 use crate::Shared;
 use crate::lwa::Grant;
 use crate::turn::{self, TurnDirective};
 use crate::vad::{EndOfSpeechDetector, VadConfig, VadEvent};
-
-/// How long the half attachment is left to be read before the stream is reset.
-const KILL_DELAY: Duration = Duration::from_millis(300);
 
 /// What the audio reader tells the turn.
 #[derive(Debug)]
@@ -39,24 +35,6 @@ enum AudioUpdate {
         audio_bytes: usize,
     },
     Malformed(String),
-}
-
-/// The open response stream of the Recognize, once headers are sent.
-struct Out {
-    stream: SendStream<Bytes>,
-    writer: avs_proto::multipart::RelatedWriter,
-}
-
-fn start_response(respond: &mut SendResponse<Bytes>) -> Option<Out> {
-    let writer = avs_proto::multipart::RelatedWriter::new();
-    let response = Response::builder()
-        .status(StatusCode::OK)
-        .header(http::header::CONTENT_TYPE, writer.content_type())
-        .header("x-amzn-requestid", avs_proto::new_message_id())
-        .body(())
-        .ok()?;
-    let stream = respond.send_response(response, false).ok()?;
-    Some(Out { stream, writer })
 }
 
 fn stop_capture(dialog_request_id: &str) -> TurnDirective {
@@ -149,10 +127,10 @@ pub async fn serve(
         }
     }
 
-    let mut out = None;
+    let mut out: Option<response::Out> = None;
     if end_of_speech {
         if shared.config.stop_capture_on_event_stream {
-            out = start_response(&mut respond);
+            out = response::start(&mut respond);
             if let Some(o) = out.as_mut()
                 && super::write_directive(&mut o.stream, &mut o.writer, &stop_capture(&dialog))
                     .await
@@ -172,74 +150,31 @@ pub async fn serve(
 
     if turn.reject || !heard_speech {
         tracing::info!(%dialog, audio_bytes_seen, reject = turn.reject, "no answer (false wake or silence)");
-        finish_empty(&shared, seq, &mut respond, out).await;
+        response::finish(&shared, seq, &mut respond, out).await;
         return;
     }
 
-    let (sink, mut directives) = mpsc::channel::<TurnDirective>(4);
+    let (sink, directives) = mpsc::channel::<TurnDirective>(4);
     let ctx = turn::TurnContext {
         dialog_request_id: dialog.clone(),
         device_serial: grant.device_serial.clone(),
         client_id: grant.client_id.clone(),
     };
     let producer = tokio::spawn(turn::run(shared.clone(), ctx, turn, sink));
-
     let kill_mid_attachment = shared.faults.take_kill_mid_attachment();
-    loop {
-        let next = tokio::select! {
-            d = directives.recv() => d,
-            _ = conn.closing.cancelled() => { producer.abort(); return; }
-        };
-        let Some(d) = next else { break };
-        if out.is_none() {
-            out = start_response(&mut respond);
-        }
-        let Some(o) = out.as_mut() else {
-            producer.abort();
-            return;
-        };
-        if kill_mid_attachment && let Some((cid, mp3)) = &d.attachment {
-            let _ = send_bytes(&mut o.stream, o.writer.json_part(&d.json), false).await;
-            let _ = send_bytes(&mut o.stream, o.writer.binary_part_start(cid), false).await;
-            let half = mp3.slice(..mp3.len() / 2);
-            let _ = send_bytes(&mut o.stream, half, false).await;
-            // A reset discards whatever the peer has not read yet; give it the first half.
-            tokio::time::sleep(KILL_DELAY).await;
-            o.stream.send_reset(h2::Reason::INTERNAL_ERROR);
-            shared.recorder.set_status(seq, 200);
-            producer.abort();
-            return;
-        }
-        if let Err(e) = super::write_directive(&mut o.stream, &mut o.writer, &d).await {
-            tracing::info!(error = %e, %dialog, "Recognize response stream broke");
-            producer.abort();
-            return;
-        }
-    }
-    match producer.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, %dialog, "turn failed"),
-        Err(e) => tracing::warn!(error = %e, %dialog, "turn task failed"),
-    }
-    finish_empty(&shared, seq, &mut respond, out).await;
-}
-
-/// Ends the response: closes the multipart body if one was started, else answers `204`.
-async fn finish_empty(
-    shared: &Shared,
-    seq: usize,
-    respond: &mut SendResponse<Bytes>,
-    out: Option<Out>,
-) {
-    match out {
-        Some(mut o) => {
-            shared.recorder.set_status(seq, 200);
-            let _ = send_bytes(&mut o.stream, o.writer.finish(), true).await;
-        }
-        None => {
-            shared.recorder.set_status(seq, 204);
-            respond_bytes(respond, StatusCode::NO_CONTENT, None, Bytes::new()).await;
-        }
+    let ended = response::stream_turn(
+        &shared,
+        &conn,
+        seq,
+        &mut respond,
+        out,
+        producer,
+        directives,
+        kill_mid_attachment,
+    )
+    .await;
+    if let Err(e) = ended {
+        tracing::info!(error = %e, %dialog, "Recognize turn ended early");
     }
 }
 
