@@ -435,3 +435,52 @@ async fn a_stalled_event_response_ends_the_connection_and_the_event_is_sent_on_t
     );
     shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_directive_part_is_skipped_and_the_next_one_arrives_on_the_same_connection() {
+    let sim = Sim::start(SimConfig::default()).await;
+    let (auth, _manual) = sim.manual_auth();
+    let (incoming_tx, mut incoming) = mpsc::channel(32);
+    let shutdown = CancellationToken::new();
+    let tuning = LinkTuning {
+        part_limits: avs_proto::multipart::Limits {
+            json_part_bytes: 16 * 1024,
+            binary_part_bytes: 64 * 1024,
+        },
+        ..LinkTuning::default()
+    };
+    let (mut link, task) = spawn_link_tuned(
+        sim.link_config(&sim.handle.url),
+        tuning,
+        auth,
+        context_provider(),
+        incoming_tx,
+        shutdown.clone(),
+    );
+    tokio::spawn(task);
+    connected(&mut link.state).await;
+    let downchannels = count_downchannels(&sim);
+    let huge = avs_proto::Directive::build(
+        avs_proto::Header::new("Speaker", "SetVolume"),
+        json!({"volume": 1, "pad": "x".repeat(64 * 1024)}),
+    );
+    sim.handle.admin.push(None, huge).await.unwrap();
+    let small = avs_proto::Header::new("Speaker", "SetMute");
+    let id = small.message_id.clone();
+    sim.handle
+        .admin
+        .push(
+            None,
+            avs_proto::Directive::build(small, json!({"mute": false})),
+        )
+        .await
+        .unwrap();
+    // The first thing delivered is the small directive: the oversized one never surfaces.
+    match next_incoming(&mut incoming, "the directive after the oversized one").await {
+        Incoming::Directive(d) => assert_eq!(d.header.message_id, id),
+        other => panic!("expected SetMute, got {other:?}"),
+    }
+    assert_eq!(count_downchannels(&sim), downchannels);
+    assert_eq!(*link.state.borrow(), LinkState::Connected);
+    shutdown.cancel();
+}
