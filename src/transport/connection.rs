@@ -2,9 +2,9 @@
 //!
 //! [`LinkTask`] loops: wait for a token, respect the reconnect policy (backoff after failures,
 //! rate limit on attempts), connect (TCP, TLS with ALPN h2, HTTP/2 handshake), run the
-//! connection until it dies, and publish [`LinkState`] on the way. One connection runs, in a
+//! connection until it dies, and publish [`LinkState`] on the way. One connection runs the h2
+//! connection driver (its end: TCP/TLS error, or the server closed after GOAWAY) and, in a
 //! `JoinSet` that dies with it:
-//! - the h2 connection driver (its end: TCP/TLS error, or the server closed after GOAWAY);
 //! - the downchannel reader, opened first (its end or reset: a server-side disconnect);
 //! - the event sender: `System.SynchronizeState` with the full context, then the outbox in
 //!   order (its `GOAWAY` error: hand over to a new connection);
@@ -12,7 +12,8 @@
 //! - one task per `Recognize`.
 //!
 //! The connection counts as CONNECTED once the downchannel is up and SynchronizeState was
-//! accepted; only then is the backoff reset and `Recognize` allowed.
+//! accepted; only then is the backoff reset and `Recognize` allowed. On shutdown every stream is
+//! dropped first so h2 closes with GOAWAY and TLS close_notify rather than a bare TCP close.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -350,13 +351,9 @@ impl LinkTask {
             ping_idle: self.cfg.ping_idle,
             ping_timeout: self.cfg.ping_timeout,
         };
+        let mut driver = Driver(tokio::spawn(conn));
+        let mut driver_done = false;
         let mut tasks = JoinSet::new();
-        tasks.spawn(async move {
-            match conn.await {
-                Ok(()) => TaskEnd::ConnectionClosed,
-                Err(e) => TaskEnd::ConnectionFailed(e),
-            }
-        });
 
         let opened = tokio::select! {
             _ = shutdown.cancelled() => return SessionEnd::Shutdown,
@@ -424,11 +421,38 @@ impl LinkTask {
                     Ok(end) => break session_end(end, connected),
                     Err(e) => break SessionEnd::Failed(format!("connection task failed: {e}")),
                 },
+                r = &mut driver.0 => {
+                    driver_done = true;
+                    let end = match r {
+                        Ok(Ok(())) => TaskEnd::ConnectionClosed,
+                        Ok(Err(e)) => TaskEnd::ConnectionFailed(e),
+                        Err(e) => break SessionEnd::Failed(format!("connection task failed: {e}")),
+                    };
+                    break session_end(end, connected);
+                }
             }
         };
         self.outbox.set_session(None);
-        tasks.abort_all();
+        // Every stream and request handle goes first, so that on shutdown h2 can close the
+        // connection with GOAWAY instead of a bare TCP close.
+        tasks.shutdown().await;
+        drop(send);
+        if matches!(end, SessionEnd::Shutdown) && !driver_done {
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut driver.0).await;
+        }
         end
+    }
+}
+
+/// How long a shutdown waits for the connection to close cleanly.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The h2 connection driver; aborted when the connection's life ends, however it ends.
+struct Driver(tokio::task::JoinHandle<Result<(), h2::Error>>);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

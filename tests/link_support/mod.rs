@@ -13,6 +13,8 @@ use avs_sim::SimConfig;
 use avs_testkit::sim::{TestSim, start_sim};
 use avsd::auth::{AccessToken, AuthHandle, ManualAuth};
 use avsd::transport::{Incoming, LinkConfig, LinkState, client_config};
+use bytes::Bytes;
+use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -191,4 +193,80 @@ pub async fn outbox_drained(outbox: &avsd::transport::Outbox) {
     tokio::time::timeout(WAIT, wait)
         .await
         .expect("outbox never drained");
+}
+
+pub fn event(name: &str, n: u32) -> avs_proto::Event {
+    avs_proto::Event::raw("Speaker", name, json!({"volume": n, "muted": false}))
+}
+
+/// The recorded events named `name`, as (message id, status).
+pub fn recorded(sim: &Sim, name: &str) -> Vec<(String, Option<u16>)> {
+    sim.handle
+        .recorder
+        .events(name)
+        .into_iter()
+        .map(|r| (r.event.map(|e| e.message_id).unwrap_or_default(), r.status))
+        .collect()
+}
+
+/// Statuses of the event posts recorded from `mark` on (failed attempts carry no event: the
+/// sim answers an injected fault before parsing the body).
+pub fn event_statuses_since(sim: &Sim, mark: usize) -> Vec<Option<u16>> {
+    sim.handle
+        .recorder
+        .records()
+        .into_iter()
+        .skip(mark)
+        .filter(|r| r.path == avs_proto::EVENTS_PATH)
+        .map(|r| r.status)
+        .collect()
+}
+
+pub fn count_downchannels(sim: &Sim) -> usize {
+    sim.handle
+        .recorder
+        .records()
+        .iter()
+        .filter(|r| r.path == avs_proto::DIRECTIVES_PATH && r.status == Some(200))
+        .count()
+}
+
+/// Starts a TAP Recognize fed with a 440 Hz burst in real-time 10 ms chunks (through a channel
+/// of two chunks, so the feeder cannot run ahead of the network) until it is aborted.
+pub fn start_recognize(
+    link: &avsd::transport::LinkHandle,
+) -> (
+    String,
+    avsd::transport::RecognizeHandle,
+    tokio::task::JoinHandle<()>,
+) {
+    let dialog = avs_proto::new_message_id();
+    let recognize = avs_proto::Event::raw(
+        "SpeechRecognizer",
+        "Recognize",
+        json!({"profile": "NEAR_FIELD", "format": avs_proto::AUDIO_FORMAT_L16, "initiator": {"type": "TAP", "payload": {}}}),
+    )
+    .with_dialog(Some(dialog.clone()))
+    .with_context(context_provider()());
+    let (audio_tx, audio_rx) = mpsc::channel::<Bytes>(2);
+    let handle = link.outbox.send_recognize(recognize, audio_rx).unwrap();
+    let feeder = tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_millis(10));
+        for i in 0..500u32 {
+            interval.tick().await;
+            let chunk: Vec<u8> = (0..160u32)
+                .flat_map(|s| {
+                    // 300 ms of silence, an 800 ms "utterance", then silence for the
+                    // end-of-speech detector to find.
+                    let amplitude = if (30..110).contains(&i) { 8000.0 } else { 0.0 };
+                    let t = (i * 160 + s) as f32 / 16000.0;
+                    (((t * 440.0 * std::f32::consts::TAU).sin() * amplitude) as i16).to_le_bytes()
+                })
+                .collect();
+            if audio_tx.send(Bytes::from(chunk)).await.is_err() {
+                break;
+            }
+        }
+    });
+    (dialog, handle, feeder)
 }
