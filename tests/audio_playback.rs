@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use avs_testkit::audio::{
-    AudioRig, find_clip, gain_at, noise, reference_decode_mp3, rms, to_i16, with_virtual_audio,
+    AudioRig, find_clip, gain_near, locate, median_gain, noise, reference_decode_mp3, rms, to_i16,
+    window_matches, with_virtual_audio,
 };
 use avsd::audio::{
     AudioConfig, AudioEngine, AudioError, Channel, PlaybackUpdate, Source, SourceId,
@@ -85,6 +86,18 @@ fn recording(rig: &AudioRig, engine: AudioEngine) -> Vec<f32> {
     rig.played(channels).unwrap()
 }
 
+/// Intact = at least 90 % of the clip's non-silent half-second windows are found in the
+/// recording, in place, with a correlation above 0.9 (a glitch under CPU load may spoil one).
+fn assert_intact(rec: &[f32], clip: &[f32], offset: usize, stats: &avsd::audio::AudioStats) {
+    let w = window_matches(rec, clip, offset, RATE as usize / 2, RATE);
+    let good = w.iter().filter(|(score, _)| *score > 0.9).count();
+    assert!(
+        !w.is_empty() && good * 10 >= w.len() * 9,
+        "only {good} of {} windows intact: {w:?}; {stats:?}",
+        w.len()
+    );
+}
+
 fn mp3(name: &str) -> Source {
     Source::Encoded(Box::new(std::fs::File::open(fixture(name)).unwrap()))
 }
@@ -128,16 +141,18 @@ fn mp3_comes_out_intact_at_full_and_half_volume() {
             println!("{stats:?}");
             let rec = recording(rig, e);
             // the whole speech, found once at full level...
-            let m1 = find_clip(&rec, &reference).unwrap();
-            assert!(m1.score > 0.9, "first play: {m1:?}");
-            let g1 = gain_at(&rec, &reference, m1.offset);
-            assert!((g1 - 1.0).abs() < 0.1, "full volume gain {g1}");
+            let m1 = locate(&rec, &reference, RATE).unwrap();
+            assert!(m1.score > 0.9, "first play: {m1:?}; {stats:?}");
+            assert_intact(&rec, &reference, m1.offset, &stats);
+            let g1 = median_gain(&rec, &reference, m1.offset, RATE as usize / 2, RATE);
+            assert!((g1 - 1.0).abs() < 0.1, "full volume gain {g1}; {stats:?}");
             // ...and once more, after it, at volume 50 (gain 0.25)
-            let after = m1.offset + reference.len();
-            let m2 = find_clip(&rec[after..], &reference).unwrap();
+            let after = &rec[m1.offset + reference.len()..];
+            let m2 = locate(after, &reference, RATE).unwrap();
             assert!(m2.score > 0.9, "second play: {m2:?}");
-            let g2 = gain_at(&rec[after..], &reference, m2.offset);
-            assert!((g2 - 0.25).abs() < 0.03, "volume 50 gain {g2}");
+            assert_intact(after, &reference, m2.offset, &stats);
+            let g2 = median_gain(after, &reference, m2.offset, RATE as usize / 2, RATE);
+            assert!((g2 - 0.25).abs() < 0.03, "volume 50 gain {g2}; {stats:?}");
             assert_eq!(stats.output.as_ref().map(|o| o.rate), Some(RATE));
         },
     );
@@ -163,9 +178,11 @@ fn music_mp3_44k_stereo_plays_through_resampling() {
                 matches!(u.last(), Some(PlaybackUpdate::Finished { .. })),
                 "{u:?}"
             );
+            let stats = e.stats();
             let rec = recording(rig, e);
-            let m = find_clip(&rec, &reference[..RATE as usize * 2]).unwrap();
+            let m = locate(&rec, &reference, RATE).unwrap();
             assert!(m.score > 0.9, "{m:?}");
+            assert_intact(&rec, &reference, m.offset, &stats);
         },
     );
 }
@@ -250,18 +267,28 @@ fn dialog_ducks_content_and_mute_silences() {
             matches!(um.last(), Some(PlaybackUpdate::Finished { .. })),
             "{um:?}"
         );
+        let stats = e.stats();
         let rec = recording(rig, e);
         let mc = find_clip(&rec, &content[..RATE as usize / 2]).unwrap();
         assert!(mc.score > 0.95, "{mc:?}");
         let md = find_clip(&rec, &dialog).unwrap();
         assert!(md.score > 0.5, "{md:?}");
         let d_in_content = md.offset - mc.offset;
-        // content level before, during (ramp excluded) and after the dialog
+        // content level before, during (ramp excluded) and after the dialog, each window
+        // re-aligned locally so an underrun under load does not skew it
         let w = 9_600;
-        let g_before = gain_at(&rec, &content[..w], mc.offset);
+        let search = RATE as usize / 10;
+        let (g_before, _) = gain_near(&rec, &content[..w], mc.offset, search).unwrap();
         let during = d_in_content + 4_800;
-        let g_during = gain_at(&rec, &content[during..during + w], mc.offset + during);
-        let g_dialog = gain_at(&rec, &dialog, md.offset);
+        let (g_during, _) = gain_near(
+            &rec,
+            &content[during..during + w],
+            mc.offset + during,
+            search,
+        )
+        .unwrap();
+        let g_dialog = median_gain(&rec, &dialog, md.offset, w, RATE);
+        println!("content {g_before} → ducked {g_during}; dialog {g_dialog}; {stats:?}");
         assert!((g_before - 1.0).abs() < 0.05, "before {g_before}");
         assert!((g_during - 0.2).abs() < 0.05, "ducked {g_during}");
         assert!((g_dialog - 1.0).abs() < 0.05, "dialog {g_dialog}");
