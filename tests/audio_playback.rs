@@ -210,15 +210,18 @@ fn two_dialog_sources_back_to_back_no_gap_no_overlap() {
             assert_eq!(ub[0].1, PlaybackUpdate::Started);
             // the updates arrive on the device clock: B starts right as A finishes
             assert!(b_start.saturating_duration_since(a_end) < Duration::from_millis(50));
-            let period = e
-                .stats()
+            let stats = e.stats();
+            let period = stats
                 .output
+                .as_ref()
                 .map(|o| o.granted_period_frames as usize)
                 .unwrap_or(480)
                 .max(1);
+            // silence a starved mixer inserted under CPU load is counted; allow exactly that much
+            let glitches = (stats.output_underrun_frames + stats.stutter_frames) as usize;
             let rec = recording(rig, e);
-            let ma = find_clip(&rec, &a).unwrap();
-            let mb = find_clip(&rec, &b).unwrap();
+            let ma = locate(&rec, &a, RATE).unwrap();
+            let mb = locate(&rec, &b, RATE).unwrap();
             assert!(ma.score > 0.98 && mb.score > 0.98, "{ma:?} {mb:?}");
             let a_last = ma.offset + a.len();
             assert!(
@@ -226,10 +229,10 @@ fn two_dialog_sources_back_to_back_no_gap_no_overlap() {
                 "overlap: B at {} before A's end {a_last}",
                 mb.offset
             );
+            let gap = mb.offset - a_last;
             assert!(
-                mb.offset - a_last <= period,
-                "gap of {} frames (period {period})",
-                mb.offset - a_last
+                gap <= period + glitches,
+                "gap of {gap} frames (period {period}, {glitches} glitch frames); {stats:?}"
             );
         },
     );

@@ -237,7 +237,7 @@ impl Mixer {
             counters,
             shutdown,
             step: ramp_step(rate),
-            start_frames: 3 * period_frames,
+            start_frames: (3 * period_frames).max(rate as usize / 10),
             seen_underruns: 0,
             extra_periods: 0,
             mix: Vec::new(),
@@ -450,8 +450,8 @@ impl Mixer {
                     break;
                 }
                 if !src.started {
-                    // A little audio in hand before starting, so a decoder that just produced its
-                    // first packet does not stutter right away.
+                    // 100 ms in hand before starting, so a decoder that just produced its first
+                    // packet (or a thread the CPU is slow to schedule) does not stutter at once.
                     if avail < self.start_frames && !src.shared.done.load(Ordering::Acquire) {
                         break;
                     }
@@ -465,6 +465,9 @@ impl Mixer {
                     });
                 }
                 if let Some(since) = src.stutter_since.take() {
+                    self.counters
+                        .stutter_frames
+                        .fetch_add(at - since, Ordering::Relaxed);
                     self.markers.push_back(Marker {
                         at,
                         id: src.id,

@@ -252,6 +252,8 @@ pub struct AudioStats {
     pub decode_corrupt_packets: u64,
     /// Sources that stuttered (data late while playing).
     pub stutters: u64,
+    /// Output frames of silence those stutters lasted.
+    pub stutter_frames: u64,
 }
 
 /// One open stream as granted by the device.
@@ -283,6 +285,7 @@ pub struct Counters {
     pub(crate) output_frames_consumed: AtomicU64,
     pub(crate) decode_corrupt_packets: AtomicU64,
     pub(crate) stutters: AtomicU64,
+    pub(crate) stutter_frames: AtomicU64,
 }
 
 impl Counters {
@@ -449,6 +452,7 @@ impl AudioEngine {
             output_frames: ld(&c.output_frames_consumed),
             decode_corrupt_packets: ld(&c.decode_corrupt_packets),
             stutters: ld(&c.stutters),
+            stutter_frames: ld(&c.stutter_frames),
         }
     }
 }
