@@ -14,7 +14,7 @@ use cpal::{FromSample, Sample};
 use tokio::sync::mpsc;
 
 use super::decode::SourceShared;
-use super::{Channel, Counters, PlaybackUpdate, SourceId};
+use super::{Channel, Counters, LossReporter, PlaybackUpdate, SourceId};
 
 /// Gain ramps (master, channel) take this long from one value to another.
 pub const GAIN_RAMP: Duration = Duration::from_millis(5);
@@ -276,6 +276,8 @@ impl Mixer {
         let tick = Duration::from_secs_f64(
             (self.period_frames as f64 / f64::from(self.rate) / 4.0).clamp(0.001, 0.005),
         );
+        let mut underruns = LossReporter::new("output underrun frames");
+        let mut stutters = LossReporter::new("stutters");
         loop {
             if self.shutdown.load(Ordering::Relaxed) {
                 break;
@@ -285,6 +287,8 @@ impl Mixer {
                 Err(()) => break,
             }
             self.step_once();
+            underruns.check(self.counters.output_underrun_frames.load(Ordering::Relaxed));
+            stutters.check(self.counters.stutters.load(Ordering::Relaxed));
             std::thread::sleep(tick);
         }
         // Whoever still waits learns the source will not finish.

@@ -23,6 +23,7 @@ pub mod earcons;
 pub mod mixer;
 pub mod playback;
 pub mod resample;
+mod wavdev;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -301,6 +302,39 @@ impl Counters {
     /// Output callbacks that found the ring short so far.
     pub fn snapshot_underruns(&self) -> u64 {
         self.output_underruns.load(Ordering::Relaxed)
+    }
+}
+
+/// Logs, at most every few seconds, when a counter of lost audio has grown: xruns are counted in
+/// the callbacks (which must not log) and reported here, from a worker thread.
+pub(crate) struct LossReporter {
+    what: &'static str,
+    last_value: u64,
+    last_log: Option<std::time::Instant>,
+}
+
+impl LossReporter {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    pub(crate) fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            last_value: 0,
+            last_log: None,
+        }
+    }
+
+    pub(crate) fn check(&mut self, value: u64) {
+        if value > self.last_value && self.last_log.is_none_or(|t| t.elapsed() >= Self::EVERY) {
+            tracing::warn!(
+                what = self.what,
+                total = value,
+                new = value - self.last_value,
+                "audio lost"
+            );
+            self.last_value = value;
+            self.last_log = Some(std::time::Instant::now());
+        }
     }
 }
 
