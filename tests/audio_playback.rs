@@ -4,7 +4,9 @@
 //!
 //! Needs `jackd2 libasound2-plugins sox mpg123`. Fixtures (tests/fixtures/audio_*.mp3) were made with:
 //! `espeak-ng -w speech.wav "..." && sox speech.wav -r 24000 -c 1 -b 16 s24.wav && lame -b 48 -m m s24.wav audio_speech_24k_mono.mp3`
-//! and an 8 s 44.1 kHz stereo sox synth encoded with `lame -b 128` (audio_music_44k_stereo.mp3).
+//! and an 8 s 44.1 kHz stereo sox synth encoded with `lame -b 128` (audio_music_44k_stereo.mp3);
+//! the decode unit tests also use `sox -n -r 44100 -c 2 -b 16 audio_tone_44k_stereo.flac synth 1
+//! sine 440 sine 660 vol 0.5` and `sox -n -r 22050 -c 1 audio_tone_22k_mono.ogg synth 1 sine 440 vol 0.5`.
 
 // Helpers outside #[test] fns count as non-test code for clippy; a failed setup must fail the test.
 #![allow(clippy::unwrap_used)]
