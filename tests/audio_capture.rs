@@ -96,8 +96,9 @@ fn mic_recording_arrives_as_16k_frames() {
             wall + Duration::from_millis(700) > audio,
             "{frames} frames in {wall:?}: faster than real time"
         );
+        // JACK's dummy clock itself lags when the machine is overloaded: only a gross slowdown fails
         assert!(
-            wall < audio + Duration::from_secs(2),
+            wall < audio * 2 + Duration::from_secs(2),
             "{frames} frames in {wall:?}: too slow"
         );
         let input = stats.input.unwrap();

@@ -4,7 +4,9 @@
 //!
 //! Needs `jackd2 libasound2-plugins sox mpg123`. Fixtures (tests/fixtures/audio_*.mp3) were made with:
 //! `espeak-ng -w speech.wav "..." && sox speech.wav -r 24000 -c 1 -b 16 s24.wav && lame -b 48 -m m s24.wav audio_speech_24k_mono.mp3`
-//! and an 8 s 44.1 kHz stereo sox synth encoded with `lame -b 128` (audio_music_44k_stereo.mp3).
+//! and an 8 s 44.1 kHz stereo sox synth encoded with `lame -b 128` (audio_music_44k_stereo.mp3);
+//! the decode unit tests also use `sox -n -r 44100 -c 2 -b 16 audio_tone_44k_stereo.flac synth 1
+//! sine 440 sine 660 vol 0.5` and `sox -n -r 22050 -c 1 audio_tone_22k_mono.ogg synth 1 sine 440 vol 0.5`.
 
 // Helpers outside #[test] fns count as non-test code for clippy; a failed setup must fail the test.
 #![allow(clippy::unwrap_used)]
@@ -15,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use avs_testkit::audio::{
-    AudioRig, find_clip, gain_at, noise, reference_decode_mp3, rms, to_i16, with_virtual_audio,
+    AudioRig, find_clip, gain_near, locate, median_gain, noise, reference_decode_mp3, rms, to_i16,
+    window_matches, with_virtual_audio,
 };
 use avsd::audio::{
     AudioConfig, AudioEngine, AudioError, Channel, PlaybackUpdate, Source, SourceId,
@@ -85,6 +88,18 @@ fn recording(rig: &AudioRig, engine: AudioEngine) -> Vec<f32> {
     rig.played(channels).unwrap()
 }
 
+/// Intact = at least 90 % of the clip's non-silent half-second windows are found in the
+/// recording, in place, with a correlation above 0.9 (a glitch under CPU load may spoil one).
+fn assert_intact(rec: &[f32], clip: &[f32], offset: usize, stats: &avsd::audio::AudioStats) {
+    let w = window_matches(rec, clip, offset, RATE as usize / 2, RATE);
+    let good = w.iter().filter(|(score, _)| *score > 0.9).count();
+    assert!(
+        !w.is_empty() && good * 10 >= w.len() * 9,
+        "only {good} of {} windows intact: {w:?}; {stats:?}",
+        w.len()
+    );
+}
+
 fn mp3(name: &str) -> Source {
     Source::Encoded(Box::new(std::fs::File::open(fixture(name)).unwrap()))
 }
@@ -128,16 +143,18 @@ fn mp3_comes_out_intact_at_full_and_half_volume() {
             println!("{stats:?}");
             let rec = recording(rig, e);
             // the whole speech, found once at full level...
-            let m1 = find_clip(&rec, &reference).unwrap();
-            assert!(m1.score > 0.9, "first play: {m1:?}");
-            let g1 = gain_at(&rec, &reference, m1.offset);
-            assert!((g1 - 1.0).abs() < 0.1, "full volume gain {g1}");
+            let m1 = locate(&rec, &reference, RATE).unwrap();
+            assert!(m1.score > 0.9, "first play: {m1:?}; {stats:?}");
+            assert_intact(&rec, &reference, m1.offset, &stats);
+            let g1 = median_gain(&rec, &reference, m1.offset, RATE as usize / 2, RATE);
+            assert!((g1 - 1.0).abs() < 0.1, "full volume gain {g1}; {stats:?}");
             // ...and once more, after it, at volume 50 (gain 0.25)
-            let after = m1.offset + reference.len();
-            let m2 = find_clip(&rec[after..], &reference).unwrap();
+            let after = &rec[m1.offset + reference.len()..];
+            let m2 = locate(after, &reference, RATE).unwrap();
             assert!(m2.score > 0.9, "second play: {m2:?}");
-            let g2 = gain_at(&rec[after..], &reference, m2.offset);
-            assert!((g2 - 0.25).abs() < 0.03, "volume 50 gain {g2}");
+            assert_intact(after, &reference, m2.offset, &stats);
+            let g2 = median_gain(after, &reference, m2.offset, RATE as usize / 2, RATE);
+            assert!((g2 - 0.25).abs() < 0.03, "volume 50 gain {g2}; {stats:?}");
             assert_eq!(stats.output.as_ref().map(|o| o.rate), Some(RATE));
         },
     );
@@ -163,9 +180,11 @@ fn music_mp3_44k_stereo_plays_through_resampling() {
                 matches!(u.last(), Some(PlaybackUpdate::Finished { .. })),
                 "{u:?}"
             );
+            let stats = e.stats();
             let rec = recording(rig, e);
-            let m = find_clip(&rec, &reference[..RATE as usize * 2]).unwrap();
+            let m = locate(&rec, &reference, RATE).unwrap();
             assert!(m.score > 0.9, "{m:?}");
+            assert_intact(&rec, &reference, m.offset, &stats);
         },
     );
 }
@@ -193,15 +212,18 @@ fn two_dialog_sources_back_to_back_no_gap_no_overlap() {
             assert_eq!(ub[0].1, PlaybackUpdate::Started);
             // the updates arrive on the device clock: B starts right as A finishes
             assert!(b_start.saturating_duration_since(a_end) < Duration::from_millis(50));
-            let period = e
-                .stats()
+            let stats = e.stats();
+            let period = stats
                 .output
+                .as_ref()
                 .map(|o| o.granted_period_frames as usize)
                 .unwrap_or(480)
                 .max(1);
+            // silence a starved mixer inserted under CPU load is counted; allow exactly that much
+            let glitches = (stats.output_underrun_frames + stats.stutter_frames) as usize;
             let rec = recording(rig, e);
-            let ma = find_clip(&rec, &a).unwrap();
-            let mb = find_clip(&rec, &b).unwrap();
+            let ma = locate(&rec, &a, RATE).unwrap();
+            let mb = locate(&rec, &b, RATE).unwrap();
             assert!(ma.score > 0.98 && mb.score > 0.98, "{ma:?} {mb:?}");
             let a_last = ma.offset + a.len();
             assert!(
@@ -209,10 +231,10 @@ fn two_dialog_sources_back_to_back_no_gap_no_overlap() {
                 "overlap: B at {} before A's end {a_last}",
                 mb.offset
             );
+            let gap = mb.offset - a_last;
             assert!(
-                mb.offset - a_last <= period,
-                "gap of {} frames (period {period})",
-                mb.offset - a_last
+                gap <= period + glitches,
+                "gap of {gap} frames (period {period}, {glitches} glitch frames); {stats:?}"
             );
         },
     );
@@ -250,18 +272,28 @@ fn dialog_ducks_content_and_mute_silences() {
             matches!(um.last(), Some(PlaybackUpdate::Finished { .. })),
             "{um:?}"
         );
+        let stats = e.stats();
         let rec = recording(rig, e);
         let mc = find_clip(&rec, &content[..RATE as usize / 2]).unwrap();
         assert!(mc.score > 0.95, "{mc:?}");
         let md = find_clip(&rec, &dialog).unwrap();
         assert!(md.score > 0.5, "{md:?}");
         let d_in_content = md.offset - mc.offset;
-        // content level before, during (ramp excluded) and after the dialog
+        // content level before, during (ramp excluded) and after the dialog, each window
+        // re-aligned locally so an underrun under load does not skew it
         let w = 9_600;
-        let g_before = gain_at(&rec, &content[..w], mc.offset);
+        let search = RATE as usize / 10;
+        let (g_before, _) = gain_near(&rec, &content[..w], mc.offset, search).unwrap();
         let during = d_in_content + 4_800;
-        let g_during = gain_at(&rec, &content[during..during + w], mc.offset + during);
-        let g_dialog = gain_at(&rec, &dialog, md.offset);
+        let (g_during, _) = gain_near(
+            &rec,
+            &content[during..during + w],
+            mc.offset + during,
+            search,
+        )
+        .unwrap();
+        let g_dialog = median_gain(&rec, &dialog, md.offset, w, RATE);
+        println!("content {g_before} → ducked {g_during}; dialog {g_dialog}; {stats:?}");
         assert!((g_before - 1.0).abs() < 0.05, "before {g_before}");
         assert!((g_during - 0.2).abs() < 0.05, "ducked {g_during}");
         assert!((g_dialog - 1.0).abs() < 0.05, "dialog {g_dialog}");

@@ -13,7 +13,7 @@ use cpal::{FromSample, Sample};
 use tokio::sync::mpsc;
 
 use super::resample::StreamResampler;
-use super::{CAPTURE_FRAME_SAMPLES, CAPTURE_RATE, Counters, PREROLL_FRAMES};
+use super::{CAPTURE_FRAME_SAMPLES, CAPTURE_RATE, Counters, LossReporter, PREROLL_FRAMES};
 
 /// Frames the listener's channel holds (1 s); a slower listener then loses the oldest frames
 /// of a further second of backlog, counted in `capture_dropped_frames`.
@@ -224,8 +224,13 @@ impl CaptureWorker {
     }
 
     pub(crate) fn run(mut self) {
+        let mut overruns = LossReporter::new("input overrun samples");
+        let mut dropped = LossReporter::new("capture frames dropped (slow listener)");
         while !self.shutdown.load(Ordering::Relaxed) {
             self.drain();
+            let c = &self.shared.counters;
+            overruns.check(c.input_overrun_samples.load(Ordering::Relaxed));
+            dropped.check(c.capture_dropped_frames.load(Ordering::Relaxed));
             std::thread::sleep(CAPTURE_TICK);
         }
     }

@@ -473,6 +473,49 @@ mod tests {
         assert_eq!(got, 44_100);
     }
 
+    fn fixture(name: &str) -> std::fs::File {
+        std::fs::File::open(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    fn zero_crossings_per_second(pcm: &[f32], channels: usize, rate: u32) -> f64 {
+        let mono: Vec<f32> = pcm.chunks_exact(channels).map(|f| f[0]).collect();
+        let zc = mono
+            .windows(2)
+            .filter(|w| w[0] < 0.0 && w[1] >= 0.0)
+            .count();
+        zc as f64 * f64::from(rate) / mono.len() as f64
+    }
+
+    #[test]
+    fn decodes_mp3_flac_and_vorbis_fixtures() {
+        for (name, rate, channels, secs, hz) in [
+            ("audio_speech_24k_mono.mp3", 24_000, 1, 7.74, None),
+            ("audio_music_44k_stereo.mp3", 44_100, 2, 8.0, None),
+            ("audio_tone_44k_stereo.flac", 44_100, 2, 1.0, Some(440.0)),
+            ("audio_tone_22k_mono.ogg", 22_050, 1, 1.0, Some(440.0)),
+        ] {
+            let mut all = Vec::new();
+            let s = decode_stream(fixture(name), None, |pcm, r, ch| {
+                assert_eq!((r, ch), (rate, channels), "{name}");
+                all.extend_from_slice(pcm);
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let got = s.frames as f64 / f64::from(rate);
+            assert!((got - secs).abs() < 0.06, "{name}: {got} s");
+            assert_eq!(s.corrupt_packets, 0, "{name}");
+            if let Some(hz) = hz {
+                let f = zero_crossings_per_second(&all, channels, rate);
+                assert!((f - hz).abs() < 5.0, "{name}: {f} Hz");
+            }
+        }
+    }
+
     #[test]
     fn garbage_is_an_error_that_says_so() {
         let mut x = 12345u32;

@@ -14,10 +14,12 @@ use cpal::{FromSample, Sample};
 use tokio::sync::mpsc;
 
 use super::decode::SourceShared;
-use super::{Channel, Counters, PlaybackUpdate, SourceId};
+use super::{Channel, Counters, LossReporter, PlaybackUpdate, SourceId};
 
 /// Gain ramps (master, channel) take this long from one value to another.
 pub const GAIN_RAMP: Duration = Duration::from_millis(5);
+/// How far the mixer may grow its lead over the device after underruns (periods).
+const MAX_EXTRA_PERIODS: usize = 7;
 /// Progress updates at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// Updates kept free in a source's channel for the ones that must not be dropped.
@@ -187,6 +189,8 @@ pub(crate) struct Mixer {
     shutdown: Arc<AtomicBool>,
     step: f32,
     start_frames: usize,
+    seen_underruns: u64,
+    extra_periods: usize,
     mix: Vec<f32>,
     lane_gain: Vec<f32>,
 }
@@ -233,7 +237,9 @@ impl Mixer {
             counters,
             shutdown,
             step: ramp_step(rate),
-            start_frames: 3 * period_frames,
+            start_frames: (3 * period_frames).max(rate as usize / 10),
+            seen_underruns: 0,
+            extra_periods: 0,
             mix: Vec::new(),
             lane_gain: Vec::new(),
         }
@@ -241,16 +247,37 @@ impl Mixer {
 
     /// How many frames the mixer keeps queued ahead of the device: three of our periods, or two
     /// of the device's callbacks if it asks for bigger blocks.
-    fn target_fill(&self) -> u64 {
+    /// Each underrun (the mixer was not scheduled in time, e.g. on a loaded CPU) adds one
+    /// period, up to `MAX_EXTRA_PERIODS`: a few glitches, then a latency the machine can hold.
+    fn target_fill(&mut self) -> u64 {
+        let underruns = self.counters.output_underruns.load(Ordering::Relaxed);
+        if underruns > self.seen_underruns {
+            // The first callbacks of a stream may run before any data: not the mixer's fault.
+            if self.counters.output_frames_consumed.load(Ordering::Relaxed) > 0
+                && self.extra_periods < MAX_EXTRA_PERIODS
+            {
+                self.extra_periods += 1;
+                tracing::debug!(
+                    extra_periods = self.extra_periods,
+                    underruns,
+                    "output underrun; mixing further ahead"
+                );
+            }
+            self.seen_underruns = underruns;
+        }
         let granted = self.counters.output_period_frames.load(Ordering::Relaxed) as usize;
         let cap = self.producer.buffer().capacity() / self.channels;
-        (3 * self.period_frames).max(2 * granted).min(cap) as u64
+        ((3 + self.extra_periods) * self.period_frames)
+            .max(2 * granted)
+            .min(cap) as u64
     }
 
     pub(crate) fn run(mut self) {
         let tick = Duration::from_secs_f64(
             (self.period_frames as f64 / f64::from(self.rate) / 4.0).clamp(0.001, 0.005),
         );
+        let mut underruns = LossReporter::new("output underrun frames");
+        let mut stutters = LossReporter::new("stutters");
         loop {
             if self.shutdown.load(Ordering::Relaxed) {
                 break;
@@ -260,6 +287,8 @@ impl Mixer {
                 Err(()) => break,
             }
             self.step_once();
+            underruns.check(self.counters.output_underrun_frames.load(Ordering::Relaxed));
+            stutters.check(self.counters.stutters.load(Ordering::Relaxed));
             std::thread::sleep(tick);
         }
         // Whoever still waits learns the source will not finish.
@@ -425,8 +454,8 @@ impl Mixer {
                     break;
                 }
                 if !src.started {
-                    // A little audio in hand before starting, so a decoder that just produced its
-                    // first packet does not stutter right away.
+                    // 100 ms in hand before starting, so a decoder that just produced its first
+                    // packet (or a thread the CPU is slow to schedule) does not stutter at once.
                     if avail < self.start_frames && !src.shared.done.load(Ordering::Acquire) {
                         break;
                     }
@@ -440,6 +469,9 @@ impl Mixer {
                     });
                 }
                 if let Some(since) = src.stutter_since.take() {
+                    self.counters
+                        .stutter_frames
+                        .fetch_add(at - since, Ordering::Relaxed);
                     self.markers.push_back(Marker {
                         at,
                         id: src.id,

@@ -23,6 +23,7 @@ pub mod earcons;
 pub mod mixer;
 pub mod playback;
 pub mod resample;
+mod wavdev;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -252,6 +253,8 @@ pub struct AudioStats {
     pub decode_corrupt_packets: u64,
     /// Sources that stuttered (data late while playing).
     pub stutters: u64,
+    /// Output frames of silence those stutters lasted.
+    pub stutter_frames: u64,
 }
 
 /// One open stream as granted by the device.
@@ -283,6 +286,7 @@ pub struct Counters {
     pub(crate) output_frames_consumed: AtomicU64,
     pub(crate) decode_corrupt_packets: AtomicU64,
     pub(crate) stutters: AtomicU64,
+    pub(crate) stutter_frames: AtomicU64,
 }
 
 impl Counters {
@@ -298,6 +302,39 @@ impl Counters {
     /// Output callbacks that found the ring short so far.
     pub fn snapshot_underruns(&self) -> u64 {
         self.output_underruns.load(Ordering::Relaxed)
+    }
+}
+
+/// Logs, at most every few seconds, when a counter of lost audio has grown: xruns are counted in
+/// the callbacks (which must not log) and reported here, from a worker thread.
+pub(crate) struct LossReporter {
+    what: &'static str,
+    last_value: u64,
+    last_log: Option<std::time::Instant>,
+}
+
+impl LossReporter {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    pub(crate) fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            last_value: 0,
+            last_log: None,
+        }
+    }
+
+    pub(crate) fn check(&mut self, value: u64) {
+        if value > self.last_value && self.last_log.is_none_or(|t| t.elapsed() >= Self::EVERY) {
+            tracing::warn!(
+                what = self.what,
+                total = value,
+                new = value - self.last_value,
+                "audio lost"
+            );
+            self.last_value = value;
+            self.last_log = Some(std::time::Instant::now());
+        }
     }
 }
 
@@ -449,6 +486,7 @@ impl AudioEngine {
             output_frames: ld(&c.output_frames_consumed),
             decode_corrupt_packets: ld(&c.decode_corrupt_packets),
             stutters: ld(&c.stutters),
+            stutter_frames: ld(&c.stutter_frames),
         }
     }
 }

@@ -524,6 +524,82 @@ pub fn gain_at(recording: &[f32], clip: &[f32], offset: usize) -> f32 {
     if e <= 0.0 { 0.0 } else { (dot / e) as f32 }
 }
 
+/// Finds `part` near `expected` (± `search` samples) and returns its gain there and the match
+/// score. Robust to small shifts (an underrun or stutter earlier in the recording).
+pub fn gain_near(
+    recording: &[f32],
+    part: &[f32],
+    expected: usize,
+    search: usize,
+) -> Option<(f32, f32)> {
+    let lo = expected.saturating_sub(search);
+    let hi = (expected + part.len() + search).min(recording.len());
+    if hi <= lo {
+        return None;
+    }
+    let region = &recording[lo..hi];
+    let m = find_clip(region, part)?;
+    Some((gain_at(region, part, m.offset), m.score))
+}
+
+/// Compares `clip` with the recording window by window from `offset`: for each non-silent
+/// window (speech pauses say nothing), its match score and gain after re-aligning it within
+/// ±100 ms, so a glitch (an underrun under load) spoils only the window it falls in.
+pub fn window_matches(
+    recording: &[f32],
+    clip: &[f32],
+    offset: usize,
+    window: usize,
+    rate: u32,
+) -> Vec<(f32, f32)> {
+    let search = rate as usize / 10;
+    clip.chunks_exact(window.max(1))
+        .enumerate()
+        .filter(|(_, part)| rms(part) >= 0.01)
+        .map(|(i, part)| {
+            gain_near(recording, part, offset + i * window, search)
+                .map(|(g, sc)| (sc, g))
+                .unwrap_or((0.0, 0.0))
+        })
+        .collect()
+}
+
+/// The median gain of `clip` over its well-matched windows (see [`window_matches`]).
+pub fn median_gain(
+    recording: &[f32],
+    clip: &[f32],
+    offset: usize,
+    window: usize,
+    rate: u32,
+) -> f32 {
+    let mut gains: Vec<f32> = window_matches(recording, clip, offset, window, rate)
+        .into_iter()
+        .filter(|(sc, _)| *sc > 0.5)
+        .map(|(_, g)| g)
+        .collect();
+    if gains.is_empty() {
+        return 0.0;
+    }
+    gains.sort_by(f32::total_cmp);
+    gains[gains.len() / 2]
+}
+
+/// Where `clip` starts in `recording`, located by its first non-silent second (a whole-clip
+/// correlation would be spoilt by any glitch in the middle).
+pub fn locate(recording: &[f32], clip: &[f32], rate: u32) -> Option<ClipMatch> {
+    let second = (rate as usize).min(clip.len());
+    let hop = second / 4 + 1;
+    let mut start = 0;
+    while start + second < clip.len() && rms(&clip[start..start + second]) < 0.02 {
+        start += hop;
+    }
+    let m = find_clip(recording, &clip[start..start + second])?;
+    Some(ClipMatch {
+        offset: m.offset.checked_sub(start)?,
+        score: m.score,
+    })
+}
+
 /// Deterministic white noise in [-amp, amp]: uncorrelated with anything else, sharp correlation
 /// peak, so a clip is found at the exact sample.
 pub fn noise(len: usize, seed: u32, amp: f32) -> Vec<f32> {

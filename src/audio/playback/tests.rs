@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use avs_testkit::audio::{find_clip, gain_at, noise, read_wav_mono, rms, to_i16};
+use avs_testkit::audio::{find_clip, locate, median_gain, noise, read_wav_mono, rms, to_i16};
 use tokio::sync::mpsc::Receiver;
 
 use crate::audio::{AudioConfig, AudioEngine, Channel, PlaybackUpdate, Source, SourceId};
@@ -67,6 +67,7 @@ fn two_dialog_sources_play_back_to_back_without_gap_or_overlap() {
     let out = dir.join("out.wav");
     let a = noise(14_400, 1, 0.5);
     let b = noise(9_600, 2, 0.5);
+    let glitches;
     {
         let e = engine(&out, "none");
         let p = e.playback();
@@ -95,17 +96,31 @@ fn two_dialog_sources_play_back_to_back_without_gap_or_overlap() {
             })
         );
         std::thread::sleep(Duration::from_millis(100));
+        let st = e.stats();
+        glitches = (st.output_underrun_frames + st.stutter_frames) as usize;
     }
     let (rec, rate) = read_wav_mono(&out).unwrap();
     assert_eq!(rate, 48_000);
     let ma = find_clip(&rec, &a).unwrap();
     let mb = find_clip(&rec, &b).unwrap();
-    assert!(ma.score > 0.99 && mb.score > 0.99, "{ma:?} {mb:?}");
-    assert_eq!(
-        mb.offset,
-        ma.offset + a.len(),
-        "B must start on the sample after A's last"
-    );
+    if glitches == 0 {
+        assert!(ma.score > 0.99 && mb.score > 0.99, "{ma:?} {mb:?}");
+        assert_eq!(
+            mb.offset,
+            ma.offset + a.len(),
+            "B must start on the sample after A's last"
+        );
+    } else {
+        // a starved mixer (CPU load) inserted that much silence somewhere: only that much slack
+        let ma = locate(&rec, &a, 48_000).unwrap();
+        let mb = locate(&rec, &b, 48_000).unwrap();
+        assert!(ma.score > 0.9 && mb.score > 0.9, "{ma:?} {mb:?}");
+        let b_after = mb.offset as isize - (ma.offset + a.len()) as isize;
+        assert!(
+            (0..=glitches as isize).contains(&b_after),
+            "gap {b_after} with {glitches} glitch frames"
+        );
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -163,7 +178,7 @@ fn volume_mute_and_ducking_reach_the_output() {
     }
     let (rec, _) = read_wav_mono(&out).unwrap();
     let m = find_clip(&rec, &clip).unwrap();
-    let g = gain_at(&rec, &clip, m.offset);
+    let g = median_gain(&rec, &clip, m.offset, 2_400, 48_000);
     assert!(
         (g - 0.25).abs() < 0.02,
         "volume 50 should give gain 0.25, got {g}"
@@ -176,7 +191,7 @@ fn volume_mute_and_ducking_reach_the_output() {
         "{mm:?}"
     );
     let mc = find_clip(&rec, &content[..24_000]).unwrap();
-    let gc = gain_at(&rec, &content, mc.offset);
+    let gc = median_gain(&rec, &content, mc.offset, 4_800, 48_000);
     assert!((gc - 0.25).abs() < 0.02, "ducked content gain {gc}");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -263,6 +278,129 @@ fn corrupt_encoded_source_fails_and_engine_keeps_playing() {
         matches!(u.last(), Some(PlaybackUpdate::Finished { .. })),
         "{u:?}"
     );
+    drop(e);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn pause_holds_content_and_resume_continues_where_it_stopped() {
+    let dir = tmp("pause");
+    let out = dir.join("out.wav");
+    let content = noise(48_000, 12, 0.5);
+    let glitches;
+    {
+        let e = engine(&out, "none");
+        let p = e.playback();
+        let mut r = p.enqueue(Channel::Content, SourceId(1), pcm(&content));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(r.recv()), Some(PlaybackUpdate::Started));
+        std::thread::sleep(Duration::from_millis(300));
+        p.pause(Channel::Content);
+        std::thread::sleep(Duration::from_millis(500));
+        p.resume(Channel::Content);
+        let u = until_end(&mut r, Duration::from_secs(5));
+        assert_eq!(
+            u.last(),
+            Some(&PlaybackUpdate::Finished {
+                offset: Duration::from_secs(1)
+            })
+        );
+        let st = e.stats();
+        glitches = (st.output_underrun_frames + st.stutter_frames) as usize;
+    }
+    let (rec, _) = read_wav_mono(&out).unwrap();
+    let head = find_clip(&rec, &content[..4_800]).unwrap();
+    let tail = find_clip(&rec, &content[48_000 - 4_800..]).unwrap();
+    assert!(head.score > 0.9 && tail.score > 0.9, "{head:?} {tail:?}");
+    // the tail arrives about 500 ms later than it would have without the pause
+    let late = tail.offset - head.offset - (48_000 - 4_800);
+    assert!(
+        (19_200..=28_800 + glitches).contains(&late),
+        "paused for {late} frames ({glitches} glitch frames)"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Hands out `first` bytes at once, then stalls for `stall`, then the rest.
+struct Stalling {
+    data: Vec<u8>,
+    pos: usize,
+    first: usize,
+    stall: Duration,
+}
+
+impl std::io::Read for Stalling {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.first {
+            std::thread::sleep(self.stall);
+        }
+        let end = if self.pos < self.first {
+            self.first
+        } else {
+            self.data.len()
+        };
+        let n = buf.len().min(end - self.pos);
+        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn late_data_is_reported_as_a_stutter_with_its_length() {
+    let dir = tmp("stutter");
+    let out = dir.join("out.wav");
+    // 1 s of 48 kHz mono WAV; the first ~0.25 s arrive at once, the rest 800 ms later
+    let mut wav = std::io::Cursor::new(Vec::new());
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::new(&mut wav, spec).unwrap();
+    for s in to_i16(&noise(48_000, 13, 0.3)) {
+        w.write_sample(s).unwrap();
+    }
+    w.finalize().unwrap();
+    let data = wav.into_inner();
+    let e = engine(&out, "none");
+    let src = Stalling {
+        data,
+        pos: 0,
+        first: 24_044,
+        stall: Duration::from_millis(800),
+    };
+    let mut r = e
+        .playback()
+        .enqueue(Channel::Dialog, SourceId(1), Source::Encoded(Box::new(src)));
+    let u = until_end(&mut r, Duration::from_secs(5));
+    let i_start = u
+        .iter()
+        .position(|x| *x == PlaybackUpdate::StutterStarted)
+        .unwrap_or_else(|| panic!("{u:?}"));
+    let stutter = u[i_start..]
+        .iter()
+        .find_map(|x| match x {
+            PlaybackUpdate::StutterFinished { stutter } => Some(*stutter),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{u:?}"));
+    assert!(
+        stutter > Duration::from_millis(400) && stutter < Duration::from_millis(900),
+        "{stutter:?}"
+    );
+    assert_eq!(
+        u.last(),
+        Some(&PlaybackUpdate::Finished {
+            offset: Duration::from_secs(1)
+        }),
+        "{u:?}"
+    );
+    assert!(e.stats().stutters >= 1);
     drop(e);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,0 +1,192 @@
+//! The `wav:PATH` stand-in devices: a WAV file played as the mic (paced in real time, then
+//! silence) and a WAV file that receives everything played (paced in real time). Each is a plain
+//! thread with a clock that runs the very same callback bodies as a cpal stream, for demos, tests
+//! and machines without sound hardware.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::capture::InputCallback;
+use super::devices::{Backend, OpenedInput, OpenedOutput, input_ring, output_ring, period_frames};
+use super::mixer::OutputCallback;
+use super::{AudioConfig, AudioError, Counters, StreamInfo};
+
+/// Rate of the `wav:PATH` output when `output_rate` is not set.
+pub const WAV_OUTPUT_DEFAULT_RATE: u32 = 48_000;
+/// The `wav:PATH` output is mono.
+pub const WAV_OUTPUT_CHANNELS: u16 = 1;
+
+/// Runs `tick` every `period` on an absolute schedule until `stop` (or `tick` returns false).
+fn paced(period: Duration, stop: &AtomicBool, mut tick: impl FnMut() -> bool) {
+    let start = Instant::now();
+    let mut n: u32 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n = n.saturating_add(1);
+        let deadline = start + period * n;
+        let now = Instant::now();
+        if deadline > now {
+            std::thread::sleep(deadline - now);
+        }
+        if !tick() {
+            break;
+        }
+    }
+}
+
+fn read_wav_f32(path: &Path) -> Result<(Vec<f32>, u32, u16), AudioError> {
+    let wav_err = |source| AudioError::WavFile {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut reader = hound::WavReader::open(path).map_err(wav_err)?;
+    let spec = reader.spec();
+    let samples: Vec<f32> = match spec.sample_format {
+        hound::SampleFormat::Float => reader
+            .samples::<f32>()
+            .collect::<Result<_, _>>()
+            .map_err(wav_err)?,
+        hound::SampleFormat::Int => {
+            let scale = 1.0 / (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
+            reader
+                .samples::<i32>()
+                .map(|s| s.map(|v| v as f32 * scale))
+                .collect::<Result<_, _>>()
+                .map_err(wav_err)?
+        }
+    };
+    Ok((samples, spec.sample_rate, spec.channels))
+}
+
+pub(crate) fn open_wav_input(
+    cfg: &AudioConfig,
+    path: &Path,
+    counters: Arc<Counters>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<OpenedInput, AudioError> {
+    let (samples, rate, channels) = read_wav_f32(path)?;
+    let frames = period_frames(rate, cfg.period) as usize;
+    let (producer, consumer) = input_ring(rate, channels);
+    let mut cb = InputCallback::new(producer, channels, counters);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let period = cfg.period;
+    let block = frames * usize::from(channels);
+    let handle = std::thread::Builder::new()
+        .name("avsd-wav-in".into())
+        .spawn(move || {
+            let silence = vec![0.0f32; block];
+            let mut pos = 0usize;
+            paced(period, &stop2, || {
+                if shutdown.load(Ordering::Relaxed) {
+                    return false;
+                }
+                if pos < samples.len() {
+                    let end = (pos + block).min(samples.len());
+                    cb.process(&samples[pos..end]);
+                    if end - pos < block {
+                        cb.process(&silence[..block - (end - pos)]);
+                    }
+                    pos = end;
+                } else {
+                    cb.process(&silence);
+                }
+                true
+            });
+        })
+        .map_err(|source| AudioError::Thread {
+            name: "wav-in",
+            source,
+        })?;
+    tracing::info!(path = %path.display(), rate, channels, "WAV file open as the mic");
+    Ok(OpenedInput {
+        backend: Backend::Thread { handle, stop },
+        consumer,
+        info: StreamInfo {
+            device: cfg.input.clone(),
+            rate,
+            channels,
+            sample_format: "f32".into(),
+            requested_period_frames: frames as u32,
+            granted_period_frames: frames as u32,
+        },
+    })
+}
+
+pub(crate) fn open_wav_output(
+    cfg: &AudioConfig,
+    path: &Path,
+    counters: Arc<Counters>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<OpenedOutput, AudioError> {
+    let rate = cfg.output_rate.unwrap_or(WAV_OUTPUT_DEFAULT_RATE);
+    let channels = WAV_OUTPUT_CHANNELS;
+    let spec = hound::WavSpec {
+        channels,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let wav_err = |source| AudioError::WavFile {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut writer = hound::WavWriter::create(path, spec).map_err(wav_err)?;
+    let frames = period_frames(rate, cfg.period);
+    let (producer, consumer) = output_ring(frames, channels);
+    let master_gain = Arc::new(AtomicU32::new(1.0f32.to_bits()));
+    let mut cb = OutputCallback::new(consumer, channels, rate, master_gain.clone(), counters);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let period = cfg.period;
+    let path_s = path.display().to_string();
+    let handle = std::thread::Builder::new()
+        .name("avsd-wav-out".into())
+        .spawn(move || {
+            let mut buf = vec![0i16; frames as usize * usize::from(channels)];
+            let mut ticks = 0u32;
+            let mut failed = false;
+            paced(period, &stop2, || {
+                if shutdown.load(Ordering::Relaxed) {
+                    return false;
+                }
+                cb.process(&mut buf);
+                for s in &buf {
+                    if let Err(e) = writer.write_sample(*s) {
+                        tracing::error!(path = %path_s, error = %e, "cannot write the WAV output");
+                        failed = true;
+                        return false;
+                    }
+                }
+                ticks += 1;
+                // Keep the header valid for readers while we run (about every second).
+                if ticks.is_multiple_of(100) && writer.flush().is_err() {
+                    failed = true;
+                    return false;
+                }
+                true
+            });
+            if !failed && let Err(e) = writer.finalize() {
+                tracing::error!(path = %path_s, error = %e, "cannot finalize the WAV output");
+            }
+        })
+        .map_err(|source| AudioError::Thread {
+            name: "wav-out",
+            source,
+        })?;
+    tracing::info!(path = %path.display(), rate, channels, "WAV file open as the speaker");
+    Ok(OpenedOutput {
+        backend: Backend::Thread { handle, stop },
+        producer,
+        master_gain,
+        info: StreamInfo {
+            device: cfg.output.clone(),
+            rate,
+            channels,
+            sample_format: "i16".into(),
+            requested_period_frames: frames,
+            granted_period_frames: frames,
+        },
+    })
+}
