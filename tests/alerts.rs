@@ -1,6 +1,9 @@
 //! Alerts end to end: an alarm set by the cloud survives SIGKILL, fires on time with the cloud
 //! gone, and is heard; an alert more than 30 minutes overdue is dropped with AlertStopped.
 
+// Test harness code outside #[test] functions: a failed expect is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;
@@ -52,9 +55,13 @@ async fn alarm_survives_sigkill_and_fires_offline_on_time() {
     login(&avsd::config::Config::load(&config_path).expect("config")).await;
 
     let mut first = spawn(&config_path, &dir.join("first.log"));
-    sim.recorder.wait_for_event("System.SynchronizeState", Duration::from_secs(15)).await.expect("connected");
+    sim.recorder
+        .wait_for_event("System.SynchronizeState", Duration::from_secs(15))
+        .await
+        .expect("connected");
     let fire_at = unix_now() + Duration::from_secs(8);
-    let scheduled = time::OffsetDateTime::from_unix_timestamp(fire_at.as_secs() as i64).expect("time");
+    let scheduled =
+        time::OffsetDateTime::from_unix_timestamp(fire_at.as_secs() as i64).expect("time");
     let fire_at = Duration::from_secs(fire_at.as_secs());
     let stamp = format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+0000",
@@ -67,8 +74,14 @@ async fn alarm_survives_sigkill_and_fires_offline_on_time() {
     );
     let set = json!({"directive": {"header": {"namespace": "Alerts", "name": "SetAlert", "messageId": "a-1"},
         "payload": {"token": "alarm-1", "type": "ALARM", "scheduledTime": stamp}}});
-    sim.admin.push(None, set.to_string()).await.expect("push SetAlert");
-    sim.recorder.wait_for_event("Alerts.SetAlertSucceeded", Duration::from_secs(5)).await.expect("SetAlertSucceeded");
+    sim.admin
+        .push(None, set.to_string())
+        .await
+        .expect("push SetAlert");
+    sim.recorder
+        .wait_for_event("Alerts.SetAlertSucceeded", Duration::from_secs(5))
+        .await
+        .expect("SetAlertSucceeded");
     let stored = std::fs::read_to_string(dir.join("state/alerts.json")).expect("alerts stored");
     assert!(stored.contains("alarm-1"));
 
@@ -79,7 +92,9 @@ async fn alarm_survives_sigkill_and_fires_offline_on_time() {
 
     let second_wav = dir.join("second.wav");
     let config_path = {
-        let text = std::fs::read_to_string(&config_path).expect("config").replace("first.wav", "second.wav");
+        let text = std::fs::read_to_string(&config_path)
+            .expect("config")
+            .replace("first.wav", "second.wav");
         std::fs::write(&config_path, text).expect("rewrite config");
         config_path
     };
@@ -88,21 +103,36 @@ async fn alarm_survives_sigkill_and_fires_offline_on_time() {
     let mut second = spawn(&config_path, &dir.join("second.log"));
     let wait = fire_at.saturating_sub(unix_now()) + Duration::from_secs(3);
     tokio::time::sleep(wait).await;
-    let stop = avsd::control::request(&dir.join("control.sock"), &avsd::control::Request::Stop).await.expect("avsd stop");
+    let stop = avsd::control::request(&dir.join("control.sock"), &avsd::control::Request::Stop)
+        .await
+        .expect("avsd stop");
     assert_eq!(stop["ok"], true);
-    let _ = Command::new("kill").arg("-TERM").arg(second.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(second.id().to_string())
+        .status();
     let status = second.wait().expect("exit");
-    assert!(status.success(), "avsd exited with {status}; log:\n{}", std::fs::read_to_string(dir.join("second.log")).unwrap_or_default());
+    assert!(
+        status.success(),
+        "avsd exited with {status}; log:\n{}",
+        std::fs::read_to_string(dir.join("second.log")).unwrap_or_default()
+    );
     let _ = started;
 
     let (played, rate) = read_wav_mono(&second_wav).expect("played wav");
-    let first_loud = played.iter().position(|s| s.abs() > 0.05).expect("the alarm was heard");
+    let first_loud = played
+        .iter()
+        .position(|s| s.abs() > 0.05)
+        .expect("the alarm was heard");
     let heard_at = spawned_at + Duration::from_secs_f64(first_loud as f64 / f64::from(rate));
     let late = heard_at.as_secs_f64() - fire_at.as_secs_f64();
     eprintln!("alarm heard {:.0} ms after its time", late * 1000.0);
     assert!(late.abs() < 1.0, "alarm heard {late:.3} s off its time");
     let after = std::fs::read_to_string(dir.join("state/alerts.json")).expect("alerts file");
-    assert!(!after.contains("alarm-1"), "a stopped alarm is removed: {after}");
+    assert!(
+        !after.contains("alarm-1"),
+        "a stopped alarm is removed: {after}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +141,10 @@ async fn alert_more_than_30_minutes_overdue_is_dropped() {
     let dir = test_dir("stale-alert");
     let stale = time::OffsetDateTime::now_utc() - time::Duration::minutes(31);
     let late = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
-    let fmt = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).expect("format");
+    let fmt = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .expect("format")
+    };
     std::fs::create_dir_all(dir.join("state")).expect("state dir");
     std::fs::write(
         dir.join("state/alerts.json"),
@@ -124,13 +157,34 @@ async fn alert_more_than_30_minutes_overdue_is_dropped() {
     .expect("alerts.json");
     let output = format!("wav:{}", dir.join("out.wav").display());
     let device = start_device(config(&sim, &dir, "none", &output)).await;
-    let stopped = sim.recorder.wait_for_event("Alerts.AlertStopped", Duration::from_secs(10)).await.expect("AlertStopped");
+    let stopped = sim
+        .recorder
+        .wait_for_event("Alerts.AlertStopped", Duration::from_secs(10))
+        .await
+        .expect("AlertStopped");
     assert_eq!(stopped.event.expect("event").payload["token"], "stale-1");
-    let started = sim.recorder.wait_for_event("Alerts.AlertStarted", Duration::from_secs(10)).await.expect("AlertStarted");
-    assert_eq!(started.event.expect("event").payload["token"], "late-1", "less than 30 minutes late: rendered now");
-    device.daemon.dialog.commands.send(avsd::dialog::DialogCommand::Stop).await.expect("stop");
+    let started = sim
+        .recorder
+        .wait_for_event("Alerts.AlertStarted", Duration::from_secs(10))
+        .await
+        .expect("AlertStarted");
+    assert_eq!(
+        started.event.expect("event").payload["token"],
+        "late-1",
+        "less than 30 minutes late: rendered now"
+    );
+    device
+        .daemon
+        .dialog
+        .commands
+        .send(avsd::dialog::DialogCommand::Stop)
+        .await
+        .expect("stop");
     wait_events(&sim, "Alerts.AlertStopped", 2, Duration::from_secs(5)).await;
     device.stop().await;
     let stored = std::fs::read_to_string(dir.join("state/alerts.json")).expect("alerts.json");
-    assert!(!stored.contains("stale-1") && !stored.contains("late-1"), "{stored}");
+    assert!(
+        !stored.contains("stale-1") && !stored.contains("late-1"),
+        "{stored}"
+    );
 }

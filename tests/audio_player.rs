@@ -2,6 +2,9 @@
 //! https stream is heard, ducked while Alexa answers a question and restored after, and a
 //! Speaker.SetVolume is heard as a level change. Every playback event reaches the cloud in order.
 
+// Test harness code outside #[test] functions: a failed expect is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;
@@ -18,7 +21,11 @@ const TRACK: &str = "This is the track that plays as music. It goes on and on, w
     when the volume goes up. One, two, three, four, five, six, seven, eight, nine, ten, eleven, twelve.";
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 fn reference(text: &str, dir: &Path) -> Vec<f32> {
@@ -45,9 +52,12 @@ fn mic_repeating_utterance(rig: &AudioRig) {
 
 #[test]
 fn music_is_heard_ducked_under_a_dialog_restored_and_louder_after_set_volume() {
-    with_virtual_audio("music_is_heard_ducked_under_a_dialog_restored_and_louder_after_set_volume", RATE, |rig| {
-        mic_repeating_utterance(rig);
-        runtime().block_on(async {
+    with_virtual_audio(
+        "music_is_heard_ducked_under_a_dialog_restored_and_louder_after_set_volume",
+        RATE,
+        |rig| {
+            mic_repeating_utterance(rig);
+            runtime().block_on(async {
             let scenario = format!(
                 "[[turn]]\nplay = {{ text = \"{TRACK}\", source = \"url\", token = \"track-1\" }}\n\n[[turn]]\nfinal_speech = \"It is five o'clock.\"\n"
             );
@@ -102,5 +112,6 @@ fn music_is_heard_ducked_under_a_dialog_restored_and_louder_after_set_volume() {
             let events: Vec<String> = recorded(&sim, "AudioPlayer").into_iter().map(|(n, _)| n).collect();
             assert_eq!(&events[..2], ["PlaybackStarted", "PlaybackNearlyFinished"], "{events:?}");
         });
-    });
+        },
+    );
 }

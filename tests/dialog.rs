@@ -2,6 +2,9 @@
 //! the JACK-backed virtual ALSA devices (the mic plays the bundled utterance, the speaker is
 //! recorded). Asserts on what was actually sent and actually played.
 
+// Test harness code outside #[test] functions: a failed expect is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;

@@ -3,6 +3,9 @@
 //! and avsd plays that interim speech, then the skill's answer, through the JACK-backed devices.
 //! Skipped (with a message) only when python3 is missing.
 
+// Test harness code outside #[test] functions: a failed expect is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -22,13 +25,20 @@ fn skill_progressive_response_then_answer_are_played_in_order() {
     if python_missing() {
         return;
     }
-    with_virtual_audio("skill_progressive_response_then_answer_are_played_in_order", RATE, |rig| {
-        let (utterance, _) = read_wav_mono(&utterance_path()).expect("utterance");
-        let mut mic: Vec<i16> = utterance.iter().map(|s| (s * 32767.0) as i16).collect();
-        mic.extend(std::iter::repeat_n(0, RATE as usize * 60));
-        rig.write_mic(&mic).expect("mic");
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        rt.block_on(async {
+    with_virtual_audio(
+        "skill_progressive_response_then_answer_are_played_in_order",
+        RATE,
+        |rig| {
+            let (utterance, _) = read_wav_mono(&utterance_path()).expect("utterance");
+            let mut mic: Vec<i16> = utterance.iter().map(|s| (s * 32767.0) as i16).collect();
+            mic.extend(std::iter::repeat_n(0, RATE as usize * 60));
+            rig.write_mic(&mic).expect("mic");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
             init_logs();
             let dir = test_dir("skill-dialog");
             let sim_dir = dir.join("sim");
@@ -86,5 +96,6 @@ fn skill_progressive_response_then_answer_are_played_in_order() {
             eprintln!("after the interim speech: {loud} loud samples of {}", after.len());
             assert!(loud > RATE as usize / 4, "the answer was not heard after the interim speech");
         });
-    });
+        },
+    );
 }

@@ -1,6 +1,9 @@
 //! System-level behaviour end to end against avs-sim (wav-backed audio, no sound card needed):
 //! unknown and malformed directives, volume, alerts offline and after a restart.
 
+// Test harness code outside #[test] functions: a failed expect is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

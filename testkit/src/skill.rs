@@ -39,7 +39,10 @@ pub fn skill_python() -> anyhow::Result<PathBuf> {
         .output()
         .context("running scripts/skill-env")?;
     if !out.status.success() {
-        bail!("scripts/skill-env failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "scripts/skill-env failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let stdout = String::from_utf8(out.stdout).context("skill-env output")?;
     let last = stdout.lines().last().context("skill-env printed nothing")?;
@@ -84,8 +87,13 @@ impl PythonSkill {
             lines,
             seen: Vec::new(),
         };
-        let listening = skill.wait_line("LISTENING ", Duration::from_secs(30)).await?;
-        let port: u16 = listening.trim_start_matches("LISTENING ").parse().context("skill port")?;
+        let listening = skill
+            .wait_line("LISTENING ", Duration::from_secs(30))
+            .await?;
+        let port: u16 = listening
+            .trim_start_matches("LISTENING ")
+            .parse()
+            .context("skill port")?;
         skill.endpoint = format!("http://127.0.0.1:{port}/");
         Ok(skill)
     }

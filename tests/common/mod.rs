@@ -1,6 +1,8 @@
 //! Shared set-up for avsd's end-to-end tests: an avs-sim on loopback (real TLS + HTTP/2), a
 //! device configuration pointing at it, code-based linking, and a running daemon.
 #![allow(dead_code)]
+// Test harness code outside #[test] functions: a failed expect is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,7 +33,10 @@ pub fn test_dir(name: &str) -> PathBuf {
 /// Logs to the test's output when `RUST_LOG` is set (e.g. `RUST_LOG=avsd=debug`).
 pub fn init_logs() {
     if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
     }
 }
 
