@@ -11,117 +11,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use avs_sim::{Scenario, SimConfig};
 use avs_testkit::h2client::ReceivedPart;
 use avs_testkit::sim::start_sim;
+use avs_testkit::skill::{PythonSkill, python_missing};
 use common::*;
-use tokio::sync::mpsc;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn python_missing() -> bool {
-    let missing = Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_err();
-    if missing {
-        eprintln!("SKIPPED: python3 is not installed, so the ASK SDK skill cannot run");
-    }
-    missing
-}
-
-/// `scripts/skill-env`: the venv's python (installing the pinned SDK the first time).
-fn skill_python() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(repo_root().join("scripts/skill-env"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "scripts/skill-env failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    PathBuf::from(stdout.lines().last().unwrap().trim())
-}
-
-/// The Python skill web service, killed on drop.
-struct PythonSkill {
-    child: Child,
-    endpoint: String,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl PythonSkill {
-    async fn start(ca_pem: &Path) -> Self {
-        let mut child = Command::new(skill_python())
-            .arg(repo_root().join("tests/skill/skill_server.py"))
-            .args(["--port", "0"])
-            .env("REQUESTS_CA_BUNDLE", ca_pem)
-            .env("PYTHONUNBUFFERED", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel(256);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.blocking_send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut skill = Self {
-            child,
-            endpoint: String::new(),
-            lines,
-            seen: Vec::new(),
-        };
-        let listening = skill.wait_line("LISTENING ", Duration::from_secs(30)).await;
-        let port: u16 = listening.trim_start_matches("LISTENING ").parse().unwrap();
-        skill.endpoint = format!("http://127.0.0.1:{port}/");
-        skill
-    }
-
-    /// The next line starting with `prefix` (earlier lines are kept in `seen`).
-    async fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let line = tokio::time::timeout_at(deadline, self.lines.recv())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!("no {prefix:?} line from the skill; saw {:?}", self.seen)
-                })
-                .unwrap_or_else(|| panic!("the skill exited; saw {:?}", self.seen));
-            self.seen.push(line.clone());
-            if line.starts_with(prefix) {
-                return line;
-            }
-        }
-    }
-}
-
-impl Drop for PythonSkill {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// One scenario turn per entry, each answered by the skill: `None` sends a LaunchRequest.
 fn scenario(endpoint: &str, intents: &[Option<&str>]) -> Scenario {
@@ -212,7 +109,7 @@ async fn interim_speech_from_the_sdk_skill_arrives_before_the_final_answer() {
         return;
     }
     let dir = state_dir("lookup");
-    let mut skill = PythonSkill::start(&dir.join("ca.pem")).await;
+    let mut skill = PythonSkill::start(&dir.join("ca.pem")).await.unwrap();
     let sim = start_sim(SimConfig {
         scenario: scenario(&skill.endpoint, &[Some("LookupIntent")]),
         state_dir: Some(dir.clone()),
@@ -223,11 +120,17 @@ async fn interim_speech_from_the_sdk_skill_arrives_before_the_final_answer() {
 
     let parts = recognize(&sim, "SN-SKILL-1", "dlg-skill-1").await;
     assert_eq!(
-        skill.wait_line("REQUEST ", Duration::from_secs(5)).await,
+        skill
+            .wait_line("REQUEST ", Duration::from_secs(5))
+            .await
+            .unwrap(),
         "REQUEST IntentRequest new=true"
     );
     assert_eq!(
-        skill.wait_line("PR ", Duration::from_secs(5)).await,
+        skill
+            .wait_line("PR ", Duration::from_secs(5))
+            .await
+            .unwrap(),
         "PR lookup 204 -"
     );
 
@@ -260,7 +163,7 @@ async fn progressive_response_rules_answer_the_sdk() {
         return;
     }
     let dir = state_dir("probe");
-    let mut skill = PythonSkill::start(&dir.join("ca.pem")).await;
+    let mut skill = PythonSkill::start(&dir.join("ca.pem")).await.unwrap();
     let sim = start_sim(SimConfig {
         scenario: scenario(&skill.endpoint, &[Some("ProbeIntent")]),
         state_dir: Some(dir.clone()),
@@ -272,7 +175,12 @@ async fn progressive_response_rules_answer_the_sdk() {
     let parts = recognize(&sim, "SN-SKILL-2", "dlg-skill-2").await;
     let mut outcomes = Vec::new();
     for _ in 0..9 {
-        outcomes.push(skill.wait_line("PR ", Duration::from_secs(10)).await);
+        outcomes.push(
+            skill
+                .wait_line("PR ", Duration::from_secs(10))
+                .await
+                .unwrap(),
+        );
     }
     assert_eq!(
         outcomes,
@@ -313,7 +221,7 @@ async fn a_launched_session_continues_into_the_next_turn() {
         return;
     }
     let dir = state_dir("session");
-    let mut skill = PythonSkill::start(&dir.join("ca.pem")).await;
+    let mut skill = PythonSkill::start(&dir.join("ca.pem")).await.unwrap();
     let sim = start_sim(SimConfig {
         scenario: scenario(&skill.endpoint, &[None, Some("LookupIntent")]),
         state_dir: Some(dir.clone()),
@@ -326,7 +234,10 @@ async fn a_launched_session_continues_into_the_next_turn() {
     // LaunchRequest: a welcome, and the mic reopens because the skill keeps the session.
     let first = recognize_on(&mut dev, "dlg-launch").await;
     assert_eq!(
-        skill.wait_line("REQUEST ", Duration::from_secs(5)).await,
+        skill
+            .wait_line("REQUEST ", Duration::from_secs(5))
+            .await
+            .unwrap(),
         "REQUEST LaunchRequest new=true"
     );
     let names: Vec<String> = first
@@ -353,11 +264,17 @@ async fn a_launched_session_continues_into_the_next_turn() {
     // The answer to the reopened mic: same session, its attributes kept.
     let second = recognize_on(&mut dev, "dlg-lookup").await;
     assert_eq!(
-        skill.wait_line("REQUEST ", Duration::from_secs(5)).await,
+        skill
+            .wait_line("REQUEST ", Duration::from_secs(5))
+            .await
+            .unwrap(),
         "REQUEST IntentRequest new=false"
     );
     assert_eq!(
-        skill.wait_line("SESSION ", Duration::from_secs(5)).await,
+        skill
+            .wait_line("SESSION ", Duration::from_secs(5))
+            .await
+            .unwrap(),
         "SESSION launched=true"
     );
     let speaks = speaks(&second, "dlg-lookup");
