@@ -32,7 +32,7 @@ pub mod tls;
 pub mod turn;
 pub mod vad;
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -49,6 +49,9 @@ pub use gateway::faults::Fault;
 pub use recorder::{Record, RecordedEvent, Recorder};
 pub use scenario::Scenario;
 
+/// How many `/media/` items (AudioPlayer.Play URLs) the sim keeps.
+const MEDIA_KEPT: usize = 64;
+
 /// Everything the sim can be told at start.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -64,6 +67,9 @@ pub struct SimConfig {
     pub max_recognize_audio: Duration,
     /// Locale passed to skills.
     pub locale: String,
+    /// Write each attachment before the directive that references it (legal, and a test of
+    /// the device's reader) instead of right after it.
+    pub attachments_first: bool,
 }
 
 impl Default for SimConfig {
@@ -76,6 +82,7 @@ impl Default for SimConfig {
             stop_capture_on_event_stream: false,
             max_recognize_audio: Duration::from_secs(10),
             locale: "en-US".to_owned(),
+            attachments_first: false,
         }
     }
 }
@@ -108,7 +115,7 @@ pub struct Shared {
     pub(crate) live: progressive::LiveRequests,
     pub(crate) state_dir: PathBuf,
     pub(crate) shutdown: CancellationToken,
-    media: Mutex<HashMap<String, Bytes>>,
+    media: Mutex<VecDeque<(String, Bytes)>>,
     turns: AtomicUsize,
 }
 
@@ -118,19 +125,22 @@ impl Shared {
         self.turns.fetch_add(1, Ordering::SeqCst)
     }
 
+    /// Keeps `mp3` for `GET /media/<id>`; only the newest [`MEDIA_KEPT`] items stay.
     pub(crate) fn put_media(&self, id: String, mp3: Bytes) {
-        self.media
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, mp3);
+        let mut media = self.media.lock().unwrap_or_else(|p| p.into_inner());
+        media.push_back((id, mp3));
+        while media.len() > MEDIA_KEPT {
+            media.pop_front();
+        }
     }
 
     pub(crate) fn media(&self, id: &str) -> Option<Bytes> {
         self.media
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, mp3)| mp3.clone())
     }
 }
 
@@ -189,7 +199,7 @@ pub async fn serve(
         live: progressive::LiveRequests::new(),
         state_dir: state_dir.clone(),
         shutdown: shutdown.clone(),
-        media: Mutex::new(HashMap::new()),
+        media: Mutex::new(VecDeque::new()),
         turns: AtomicUsize::new(0),
     });
     let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config.clone());

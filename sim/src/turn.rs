@@ -97,12 +97,13 @@ pub async fn run(
         return run_skill(&shared, &ctx, &crate::scenario::SkillSpec::default(), sink).await;
     }
     let dialog = ctx.dialog_request_id.as_str();
-    let short = &dialog[..dialog.len().min(8)];
+    // Tokens double as Content-IDs (a MIME header): only safe characters from the device's id.
+    let dialog_tag = token_safe(dialog);
     let mut last_interim_token = None;
     for (n, interim) in turn.interim.iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(interim.delay_ms)).await;
         let mp3 = synthesize(&interim.text).await?;
-        let token = format!("interim-{short}-{n}");
+        let token = format!("interim-{dialog_tag}-{n}");
         send(&sink, speak(dialog, &token, "ENQUEUE", mp3)).await?;
         last_interim_token = Some(token);
     }
@@ -129,7 +130,7 @@ pub async fn run(
                 tracing::warn!(error = %e, "sending the final speech without SpeechFinished");
             }
         }
-        let token = format!("final-{short}");
+        let token = format!("final-{dialog_tag}");
         send(
             &sink,
             speak(dialog, &token, turn.play_behavior.as_str(), mp3),
@@ -156,7 +157,7 @@ pub async fn run(
         let token = play
             .token
             .clone()
-            .unwrap_or_else(|| format!("play-{short}"));
+            .unwrap_or_else(|| format!("play-{dialog_tag}"));
         let (url, attachment) = match play.source {
             PlaySource::Attachment => (format!("cid:{token}"), Some((token.clone(), mp3))),
             PlaySource::Url => {
@@ -239,4 +240,18 @@ async fn run_skill(
     };
     crate::skill::run_turn(turn, &shared.live, sink).await?;
     Ok(())
+}
+
+/// `s` reduced to characters safe in a token, a Content-ID and a file name (at most 64).
+pub fn token_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect()
 }

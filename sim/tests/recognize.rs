@@ -148,3 +148,81 @@ async fn silence_only_is_answered_with_204() {
     let resp = s.event.response().await.unwrap();
     assert_eq!(resp.status, 204);
 }
+
+#[tokio::test]
+async fn audio_is_found_by_name_after_a_wakeword_metadata_part() {
+    let sim = start_sim(SimConfig::default()).await.unwrap();
+    let mut dev = connect_device(&sim, "SN-REC-5").await;
+    let (audio, _) = utterance("Alexa, what time is it?", 500, 1500);
+    let w = avs_proto::multipart::FormDataWriter::new();
+    let ct = w.content_type();
+    let boundary = ct.split("boundary=").nth(1).unwrap().to_owned();
+    let mut body = w.metadata(&recognize_json("dlg-ww", "WAKEWORD")).to_vec();
+    body.extend_from_slice(
+        format!(
+            "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"wakewordEngineMetadata\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(&[0x7f; 999]);
+    body.extend_from_slice(&w.audio_header());
+    body.extend_from_slice(&audio);
+    body.extend_from_slice(&w.finish());
+    let token = dev.token.clone();
+    let r = dev
+        .client
+        .send(
+            http::Method::POST,
+            avs_proto::EVENTS_PATH,
+            Some(&token),
+            Some(&ct),
+            bytes::Bytes::from(body),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let parts = r.parts().unwrap().collect().await.unwrap();
+    assert_eq!(parts.iter().filter_map(|p| p.directive_name()).count(), 2);
+    let rec = sim
+        .recorder
+        .wait_for(0, Duration::from_secs(5), "Recognize audio", |r| {
+            r.audio_wav.is_some()
+        })
+        .await
+        .unwrap();
+    let wav = hound::WavReader::open(rec.audio_wav.unwrap()).unwrap();
+    assert_eq!(
+        wav.len() as usize * 2,
+        audio.len(),
+        "only the audio part is audio"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_upload_still_gets_stop_capture() {
+    let sim = start_sim(SimConfig {
+        max_recognize_audio: Duration::from_secs(1),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut dev = connect_device(&sim, "SN-REC-6").await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let token = dev.token.clone();
+    let mut ev = dev
+        .client
+        .post_event_streaming(&token, &recognize_json("dlg-stall", "TAP"), rx)
+        .await
+        .unwrap();
+    // 300 ms of quiet audio, then nothing, with the upload left open.
+    tx.send(bytes::Bytes::from(vec![0u8; 9600])).await.unwrap();
+    let (_, part) = next_downchannel(&mut dev, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        part.directive_name().as_deref(),
+        Some("SpeechRecognizer.StopCapture")
+    );
+    assert_eq!(ev.response().await.unwrap().status, 204);
+    drop(tx);
+}

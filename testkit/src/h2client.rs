@@ -124,6 +124,12 @@ impl H2Client {
         }
     }
 
+    /// How many concurrent streams the server allows (its SETTINGS_MAX_CONCURRENT_STREAMS,
+    /// once its settings have arrived).
+    pub fn max_send_streams(&self) -> usize {
+        self.send.current_max_send_streams()
+    }
+
     /// True once the connection task has ended.
     pub fn is_closed(&self) -> bool {
         self.connection.is_finished()

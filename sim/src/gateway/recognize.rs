@@ -21,6 +21,9 @@ use crate::lwa::Grant;
 use crate::turn::{self, TurnDirective};
 use crate::vad::{EndOfSpeechDetector, VadConfig, VadEvent};
 
+/// Wall-clock slack over twice the longest utterance before a silent upload is given up on.
+const UPLOAD_GRACE: Duration = Duration::from_secs(5);
+
 /// What the audio reader tells the turn.
 #[derive(Debug)]
 enum AudioUpdate {
@@ -83,7 +86,7 @@ pub async fn serve(
     let (audio_tx, mut audio_rx) = mpsc::channel(8);
     let wav_path = shared
         .state_dir
-        .join(format!("recognize-{seq}-{}.wav", sanitize(&dialog)));
+        .join(format!("recognize-{seq}-{}.wav", turn::token_safe(&dialog)));
     tokio::spawn(read_audio(
         reader,
         audio_tx,
@@ -96,9 +99,17 @@ pub async fn serve(
     let mut heard_speech = false;
     let mut end_of_speech = false;
     let mut audio_bytes_seen = 0;
+    // A device that stops sending audio without ending the upload still gets its turn ended.
+    let stalled = tokio::time::sleep(shared.config.max_recognize_audio * 2 + UPLOAD_GRACE);
+    tokio::pin!(stalled);
     loop {
         let update = tokio::select! {
             u = audio_rx.recv() => u,
+            _ = &mut stalled => {
+                tracing::warn!(%dialog, "Recognize upload stalled; ending capture");
+                end_of_speech = !press_and_hold;
+                break;
+            }
             _ = conn.closing.cancelled() => return,
         };
         match update {
@@ -132,9 +143,14 @@ pub async fn serve(
         if shared.config.stop_capture_on_event_stream {
             out = response::start(&mut respond);
             if let Some(o) = out.as_mut()
-                && super::write_directive(&mut o.stream, &mut o.writer, &stop_capture(&dialog))
-                    .await
-                    .is_err()
+                && super::write_directive(
+                    &mut o.stream,
+                    &mut o.writer,
+                    &stop_capture(&dialog),
+                    false,
+                )
+                .await
+                .is_err()
             {
                 return;
             }
@@ -176,19 +192,6 @@ pub async fn serve(
     if let Err(e) = ended {
         tracing::info!(error = %e, %dialog, "Recognize turn ended early");
     }
-}
-
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(64)
-        .collect()
 }
 
 /// Reads the rest of the Recognize body: finds the `audio` part by name, runs the VAD on it and
