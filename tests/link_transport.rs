@@ -251,10 +251,12 @@ async fn events_queued_offline_are_sent_once_in_order_after_the_cloud_comes_back
     shutdown.cancel();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recognize_streams_audio_while_its_response_is_read() {
+/// A Recognize round trip; `attachments_first` makes the sim write each MP3 before its Speak.
+#[allow(clippy::unwrap_used)] // the body of two tests
+async fn recognize_round_trip(attachments_first: bool) {
     let sim = Sim::start(SimConfig {
         max_recognize_audio: Duration::from_millis(1500),
+        attachments_first,
         ..SimConfig::default()
     })
     .await;
@@ -271,7 +273,7 @@ async fn recognize_streams_audio_while_its_response_is_read() {
     tokio::spawn(task);
     connected(&mut link.state).await;
 
-    let (dialog, handle, feeder) = start_recognize(&link);
+    let (dialog, mut handle, feeder) = start_recognize(&link);
     // StopCapture comes on the downchannel while the upload is still open.
     let stop = next_directive(&mut incoming, "SpeechRecognizer.StopCapture").await;
     assert_eq!(stop.dialog_request_id(), Some(dialog.as_str()));
@@ -281,25 +283,42 @@ async fn recognize_streams_audio_while_its_response_is_read() {
     );
     feeder.abort();
     let _ = feeder.await;
-    let speak = next_directive(&mut incoming, "SpeechSynthesizer.Speak").await;
-    assert_eq!(speak.dialog_request_id(), Some(dialog.as_str()));
-    let url = speak.payload["url"].as_str().unwrap();
-    let cid = avs_proto::multipart::content_id_of_url(url).unwrap();
-    let mut reader = link.attachments.reader(&cid);
-    let mut mp3 = Vec::new();
-    while let Some(chunk) = tokio::time::timeout(WAIT, reader.next()).await.unwrap() {
-        mp3.extend_from_slice(&chunk.unwrap());
-    }
-    assert!(mp3.len() > 1000, "attachment of {} bytes", mp3.len());
-    assert!(
-        mp3.starts_with(b"ID3") || (mp3[0] == 0xFF && mp3[1] & 0xE0 == 0xE0),
-        "not an MP3"
-    );
-    let outcome = tokio::time::timeout(WAIT, handle.response)
-        .await
-        .unwrap()
-        .unwrap();
+    // Every directive of the response is delivered before the outcome fires.
+    let mut speaks = Vec::new();
+    let outcome = loop {
+        tokio::select! {
+            item = next_incoming(&mut incoming, "the Recognize response") => {
+                if let Incoming::Directive(d) = item
+                    && d.qualified_name() == "SpeechSynthesizer.Speak"
+                {
+                    speaks.push(d);
+                }
+            }
+            outcome = &mut handle.response => break outcome.unwrap(),
+        }
+    };
     assert_eq!(outcome, ResponseOutcome::Status(200));
+    while let Ok(Incoming::Directive(d)) = incoming.try_recv() {
+        if d.qualified_name() == "SpeechSynthesizer.Speak" {
+            speaks.push(d);
+        }
+    }
+    assert!(!speaks.is_empty(), "no Speak in the response");
+    for speak in &speaks {
+        assert_eq!(speak.dialog_request_id(), Some(dialog.as_str()));
+        let url = speak.payload["url"].as_str().unwrap();
+        let cid = avs_proto::multipart::content_id_of_url(url).unwrap();
+        let mut reader = link.attachments.reader(&cid);
+        let mut mp3 = Vec::new();
+        while let Some(chunk) = tokio::time::timeout(WAIT, reader.next()).await.unwrap() {
+            mp3.extend_from_slice(&chunk.unwrap());
+        }
+        assert!(mp3.len() > 1000, "attachment of {} bytes", mp3.len());
+        assert!(
+            mp3.starts_with(b"ID3") || (mp3[0] == 0xFF && mp3[1] & 0xE0 == 0xE0),
+            "not an MP3"
+        );
+    }
     let rec = sim
         .handle
         .recorder
@@ -312,6 +331,16 @@ async fn recognize_streams_audio_while_its_response_is_read() {
     );
     assert!(rec.audio_wav.is_some(), "the sim heard the audio part");
     shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recognize_streams_audio_while_its_response_is_read() {
+    recognize_round_trip(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachments_written_before_their_speak_are_still_readable() {
+    recognize_round_trip(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

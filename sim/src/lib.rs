@@ -67,6 +67,9 @@ pub struct SimConfig {
     pub max_recognize_audio: Duration,
     /// Locale passed to skills.
     pub locale: String,
+    /// Write each attachment before the directive that references it (legal, and a test of
+    /// the device's reader) instead of right after it.
+    pub attachments_first: bool,
 }
 
 impl Default for SimConfig {
@@ -79,6 +82,7 @@ impl Default for SimConfig {
             stop_capture_on_event_stream: false,
             max_recognize_audio: Duration::from_secs(10),
             locale: "en-US".to_owned(),
+            attachments_first: false,
         }
     }
 }

@@ -43,6 +43,9 @@ struct Args {
     /// Send StopCapture on the Recognize's event stream instead of the downchannel.
     #[arg(long)]
     stop_capture_on_event_stream: bool,
+    /// Write each MP3 attachment before the Speak that references it.
+    #[arg(long)]
+    attachments_first: bool,
 }
 
 #[tokio::main]
@@ -75,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
         skill_endpoint: args.skill_endpoint,
         state_dir: args.state_dir,
         stop_capture_on_event_stream: args.stop_capture_on_event_stream,
+        attachments_first: args.attachments_first,
         ..Default::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -172,3 +172,42 @@ async fn a_second_connection_of_the_same_device_goaways_the_first() {
     );
     assert_eq!(sim.admin.devices(), ["SN-DC-2"]);
 }
+
+#[tokio::test]
+async fn a_device_that_never_reads_its_downchannel_is_not_buffered_without_bound() {
+    let sim = start_sim(SimConfig::default()).await.unwrap();
+    let token = sim.token("SN-DC-3");
+    let mut c = sim.client().await.unwrap();
+    // Opened, never read: flow control stops the sim's writes once the window is full.
+    let dc = c.open_downchannel(&token).await.unwrap();
+    assert_eq!(dc.status, 200);
+    sim.recorder
+        .wait_for(0, Duration::from_secs(5), "downchannel", |r| {
+            r.status == Some(200)
+        })
+        .await
+        .unwrap();
+    let payload = "x".repeat(1000);
+    let json = format!(
+        r#"{{"directive":{{"header":{{"namespace":"Speaker","name":"SetVolume","messageId":"m"}},"payload":{{"pad":"{payload}","volume":1}}}}}}"#
+    );
+    let mut accepted = 0;
+    for _ in 0..500 {
+        accepted += sim.admin.push(Some("SN-DC-3"), json.clone()).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    // The window (64 KiB) plus the bounded queue hold far fewer than 500 KB of directives.
+    assert!(accepted < 200, "{accepted} pushes accepted");
+    assert!(accepted > 30, "{accepted} pushes accepted");
+    // The sim is fine, and the device can still catch up with what was queued.
+    assert_eq!(c.ping(&token).await.unwrap().status, 204);
+    let mut parts = dc.parts().unwrap();
+    for _ in 0..accepted {
+        let part = tokio::time::timeout(Duration::from_secs(5), parts.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(part.directive_name().as_deref(), Some("Speaker.SetVolume"));
+    }
+}

@@ -264,3 +264,38 @@ async fn expect_speech_play_directives_and_downchannel_pushes() {
     assert!(s.stop_capture_at.is_some());
     assert_eq!(s.event.response().await.unwrap().status, 204);
 }
+
+#[tokio::test]
+async fn attachments_can_come_before_their_directive() {
+    let sim = start_sim(SimConfig {
+        attachments_first: true,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut dev = connect_device(&sim, "SN-T-4").await;
+    let (audio, _) = utterance("Tell me a joke.", 200, 800);
+    let mut s = stream_recognize(&mut dev, "dlg-a", "PRESS_AND_HOLD", &audio, false).await;
+    let parts = s
+        .event
+        .response()
+        .await
+        .unwrap()
+        .parts()
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(parts.len(), 4);
+    for pair in parts.chunks(2) {
+        let ReceivedPart::Attachment { content_id, .. } = &pair[0] else {
+            panic!("{pair:?}")
+        };
+        let cid = payload(&pair[1])["url"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("cid:")
+            .unwrap();
+        assert_eq!(content_id.as_deref(), Some(cid));
+    }
+}

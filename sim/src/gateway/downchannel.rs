@@ -87,7 +87,7 @@ pub async fn serve(
         tokio::select! {
             cmd = rx.recv() => match cmd {
                 Some(DownchannelCommand::Push(d)) => {
-                    if let Err(e) = super::write_directive(&mut stream, &mut writer, &d).await {
+                    if let Err(e) = super::write_directive(&mut stream, &mut writer, &d, shared.config.attachments_first).await {
                         tracing::debug!(error = %e, "downchannel write failed");
                         break;
                     }

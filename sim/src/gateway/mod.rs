@@ -141,17 +141,24 @@ pub async fn send_bytes(
     Ok(())
 }
 
-/// Writes one directive part and its attachment (right after it).
+/// Writes one directive part and its attachment: right after it, or right before it when
+/// `attachment_first` (both orders are legal; the second tests a reader's robustness).
 pub async fn write_directive(
     stream: &mut SendStream<Bytes>,
     writer: &mut avs_proto::multipart::RelatedWriter,
     directive: &TurnDirective,
+    attachment_first: bool,
 ) -> Result<(), SendError> {
-    send_bytes(stream, writer.json_part(&directive.json), false).await?;
+    if !attachment_first {
+        send_bytes(stream, writer.json_part(&directive.json), false).await?;
+    }
     if let Some((cid, mp3)) = &directive.attachment {
         send_bytes(stream, writer.binary_part_start(cid), false).await?;
         send_bytes(stream, mp3.clone(), false).await?;
         send_bytes(stream, writer.binary_part_end(), false).await?;
+    }
+    if attachment_first {
+        send_bytes(stream, writer.json_part(&directive.json), false).await?;
     }
     Ok(())
 }

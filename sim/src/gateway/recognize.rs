@@ -143,9 +143,14 @@ pub async fn serve(
         if shared.config.stop_capture_on_event_stream {
             out = response::start(&mut respond);
             if let Some(o) = out.as_mut()
-                && super::write_directive(&mut o.stream, &mut o.writer, &stop_capture(&dialog))
-                    .await
-                    .is_err()
+                && super::write_directive(
+                    &mut o.stream,
+                    &mut o.writer,
+                    &stop_capture(&dialog),
+                    false,
+                )
+                .await
+                .is_err()
             {
                 return;
             }

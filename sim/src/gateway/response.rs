@@ -111,7 +111,14 @@ pub async fn stream_turn<E: std::fmt::Display>(
             shared.recorder.set_status(seq, 200);
             break Err(StreamTurnError::KilledMidAttachment);
         }
-        if let Err(e) = super::write_directive(&mut o.stream, &mut o.writer, &d).await {
+        if let Err(e) = super::write_directive(
+            &mut o.stream,
+            &mut o.writer,
+            &d,
+            shared.config.attachments_first,
+        )
+        .await
+        {
             break Err(e.into());
         }
     };
