@@ -145,7 +145,7 @@ async fn client(
                 let mut updates = dialog.updates.subscribe();
                 if write_line(
                     &mut write,
-                    &json!({"ok": true, "link": link_name(&link.borrow())}),
+                    &json!({"ok": true, "link": link_name(&link.borrow_and_update())}),
                 )
                 .await
                 .is_err()
@@ -222,8 +222,15 @@ async fn write_line(w: &mut tokio::net::unix::OwnedWriteHalf, v: &Value) -> std:
     w.write_all(line.as_bytes()).await
 }
 
-/// Client side: sends one request and returns the answer (for `avsd listen|stop|status|volume`).
-pub async fn request(path: &Path, request: &Request) -> Result<Value, ControlError> {
+/// A request on its way: the answer lines, and the write half kept open until they are read
+/// (closing it would tell the daemon the client went away).
+struct Pending {
+    lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    _write: tokio::net::unix::OwnedWriteHalf,
+}
+
+/// Connects to the daemon and sends `request`.
+async fn send_request(path: &Path, request: &Request) -> Result<Pending, ControlError> {
     let stream = UnixStream::connect(path)
         .await
         .map_err(|source| ControlError::Connect {
@@ -235,8 +242,17 @@ pub async fn request(path: &Path, request: &Request) -> Result<Value, ControlErr
         serde_json::to_string(request).map_err(|e| ControlError::BadAnswer(e.to_string()))?;
     line.push('\n');
     write.write_all(line.as_bytes()).await?;
-    let mut lines = BufReader::new(read).lines();
-    let answer = lines
+    Ok(Pending {
+        lines: BufReader::new(read).lines(),
+        _write: write,
+    })
+}
+
+/// Client side: sends one request and returns the answer (for `avsd listen|stop|status|volume`).
+pub async fn request(path: &Path, request: &Request) -> Result<Value, ControlError> {
+    let mut pending = send_request(path, request).await?;
+    let answer = pending
+        .lines
         .next_line()
         .await?
         .ok_or_else(|| ControlError::BadAnswer("connection closed".into()))?;
@@ -245,16 +261,8 @@ pub async fn request(path: &Path, request: &Request) -> Result<Value, ControlErr
 
 /// Client side of `subscribe`: calls `each` for every line until the daemon goes away.
 pub async fn subscribe(path: &Path, mut each: impl FnMut(Value)) -> Result<(), ControlError> {
-    let stream = UnixStream::connect(path)
-        .await
-        .map_err(|source| ControlError::Connect {
-            path: path.to_owned(),
-            source,
-        })?;
-    let (read, mut write) = stream.into_split();
-    write.write_all(b"{\"cmd\":\"subscribe\"}\n").await?;
-    let mut lines = BufReader::new(read).lines();
-    while let Some(line) = lines.next_line().await? {
+    let mut pending = send_request(path, &Request::Subscribe).await?;
+    while let Some(line) = pending.lines.next_line().await? {
         match serde_json::from_str(&line) {
             Ok(v) => each(v),
             Err(e) => return Err(ControlError::BadAnswer(e.to_string())),

@@ -20,14 +20,6 @@ const TRACK: &str = "This is the track that plays as music. It goes on and on, w
     it is still playing while the user asks a question, while Alexa answers, and for a while after that, \
     when the volume goes up. One, two, three, four, five, six, seven, eight, nine, ten, eleven, twelve.";
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 fn reference(text: &str, dir: &Path) -> Vec<f32> {
     let mp3 = avs_sim::speech::synthesize_mp3(text).expect("synthesize");
     let path = dir.join("track.mp3");

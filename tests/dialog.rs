@@ -18,14 +18,6 @@ use common::*;
 
 const RATE: u32 = 16_000;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 /// The mic plays the utterance, then silence (past the end ALSA's file plugin returns garbage).
 fn feed_mic(rig: &AudioRig) -> Vec<f32> {
     let (utterance, rate) = read_wav_mono(&utterance_path()).expect("utterance");

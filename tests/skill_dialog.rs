@@ -33,12 +33,7 @@ fn skill_progressive_response_then_answer_are_played_in_order() {
             let mut mic: Vec<i16> = utterance.iter().map(|s| (s * 32767.0) as i16).collect();
             mic.extend(std::iter::repeat_n(0, RATE as usize * 60));
             rig.write_mic(&mic).expect("mic");
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
+            runtime().block_on(async {
             init_logs();
             let dir = test_dir("skill-dialog");
             let sim_dir = dir.join("sim");

@@ -118,3 +118,62 @@ async fn volume_directives_are_reported_and_persisted() {
     assert_eq!(stored, json!({"volume": 33, "muted": true}));
     device.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_socket_answers_status_volume_and_streams_updates() {
+    use avsd::control::{Request, request, subscribe};
+    let sim = sim(NO_ANSWER).await;
+    let dir = test_dir("control");
+    let out = format!("wav:{}", dir.join("out.wav").display());
+    let device = start_device(config(&sim, &dir, "none", &out)).await;
+    let socket = dir.join("control.sock");
+    let status = request(&socket, &Request::Status).await.expect("status");
+    assert_eq!(status["ok"], true);
+    assert_eq!(status["link"], "connected");
+    assert_eq!(status["dialog"]["attention"], "IDLE");
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let sub_socket = socket.clone();
+    let feed = tokio::spawn(async move { subscribe(&sub_socket, |v| drop(tx.try_send(v))).await });
+    assert_eq!(rx.recv().await.expect("subscribed")["ok"], true);
+    let answer = request(
+        &socket,
+        &Request::Volume {
+            set: Some(70),
+            adjust: None,
+        },
+    )
+    .await
+    .expect("volume");
+    assert_eq!(answer["ok"], true);
+    let update = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("an update")
+        .expect("feed");
+    assert_eq!(
+        update,
+        json!({"step": "volume_changed", "volume": 70, "muted": false})
+    );
+    let e = sim
+        .recorder
+        .wait_for_event("Speaker.VolumeChanged", Duration::from_secs(5))
+        .await
+        .expect("reported");
+    assert_eq!(
+        e.event.expect("event").payload["volume"],
+        70,
+        "local changes are reported to the cloud"
+    );
+    let bad = request(
+        &socket,
+        &Request::Volume {
+            set: None,
+            adjust: None,
+        },
+    )
+    .await
+    .expect("answer");
+    assert_eq!(bad["ok"], false);
+    device.stop().await;
+    feed.abort();
+}

@@ -22,6 +22,15 @@ pub fn utterance_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo/utterance.wav")
 }
 
+/// A runtime for test bodies that run inside the virtual audio rig (plain `#[test]`s).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// A fresh directory for one test.
 pub fn test_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("avsd-test-{name}-{}", std::process::id()));
