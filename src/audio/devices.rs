@@ -430,6 +430,7 @@ fn open_cpal_input(
         if e.kind() == cpal::ErrorKind::Xrun {
             err_counters.input_overruns.fetch_add(1, Ordering::Relaxed);
         } else {
+            err_counters.stream_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "input stream error");
         }
     };
@@ -585,6 +586,7 @@ fn open_cpal_output(
                 .output_underruns
                 .fetch_add(1, Ordering::Relaxed);
         } else {
+            err_counters.stream_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "output stream error");
         }
     };

@@ -255,6 +255,8 @@ pub struct AudioStats {
     pub stutters: u64,
     /// Output frames of silence those stutters lasted.
     pub stutter_frames: u64,
+    /// Device stream errors other than xruns (e.g. a USB device unplugged), each also logged.
+    pub stream_errors: u64,
 }
 
 /// One open stream as granted by the device.
@@ -287,6 +289,7 @@ pub struct Counters {
     pub(crate) decode_corrupt_packets: AtomicU64,
     pub(crate) stutters: AtomicU64,
     pub(crate) stutter_frames: AtomicU64,
+    pub(crate) stream_errors: AtomicU64,
 }
 
 impl Counters {
@@ -487,6 +490,7 @@ impl AudioEngine {
             decode_corrupt_packets: ld(&c.decode_corrupt_packets),
             stutters: ld(&c.stutters),
             stutter_frames: ld(&c.stutter_frames),
+            stream_errors: ld(&c.stream_errors),
         }
     }
 }

@@ -23,7 +23,8 @@ struct Master {
     muted: bool,
 }
 
-/// Cheap to clone; every method returns at once.
+/// Cheap to clone. Every method returns at once (it only queues a command for the mixer thread,
+/// which drains them every few ms; only with 256 commands already waiting does it wait for room).
 #[derive(Clone)]
 pub struct PlaybackHandle {
     commands: SyncSender<MixerCommand>,

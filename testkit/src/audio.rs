@@ -242,6 +242,15 @@ fn heal_jack_registry() -> bool {
     let removed = fs::remove_file("/dev/shm/jack-shm-registry").is_ok();
     if removed {
         eprintln!("avs-testkit: removed a JACK server registry full of dead servers");
+        // Their shared memory segments, sockets and semaphores are orphans now (no jackd runs).
+        if let Ok(entries) = fs::read_dir("/dev/shm") {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("jack-") || name.starts_with("jack_") {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
     }
     removed
 }
