@@ -15,6 +15,9 @@ use crate::lwa::Grant;
 use crate::router::Reply;
 use crate::turn::TurnDirective;
 
+/// How long a fault waits to be queued on a busy connection or downchannel.
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// In-process admin handle (cheap to clone).
 #[derive(Clone)]
 pub struct Admin {
@@ -97,8 +100,13 @@ pub(crate) async fn apply_fault(shared: &Shared, fault: &Fault) -> Result<usize,
             if targets.is_empty() {
                 return Err(FaultError::NoDevice(device.clone()));
             }
-            for (_, e) in &targets {
-                let _ = e.conn.send(cmd).await;
+            for (serial, e) in &targets {
+                if !matches!(
+                    tokio::time::timeout(COMMAND_TIMEOUT, e.conn.send(cmd)).await,
+                    Ok(Ok(()))
+                ) {
+                    tracing::warn!(%serial, ?cmd, "connection command not queued");
+                }
             }
             Ok(targets.len())
         }
@@ -107,8 +115,15 @@ pub(crate) async fn apply_fault(shared: &Shared, fault: &Fault) -> Result<usize,
             if targets.is_empty() {
                 return Err(FaultError::NoDevice(device.clone()));
             }
-            for (_, e) in &targets {
-                let _ = e.downchannel.send(DownchannelCommand::Reset).await;
+            for (serial, e) in &targets {
+                // Queued behind pushes a slow device has not read yet; do not wait forever.
+                let send = e.downchannel.send(DownchannelCommand::Reset);
+                if !matches!(
+                    tokio::time::timeout(COMMAND_TIMEOUT, send).await,
+                    Ok(Ok(()))
+                ) {
+                    tracing::warn!(%serial, "downchannel reset not queued");
+                }
             }
             Ok(targets.len())
         }

@@ -180,6 +180,13 @@ async fn malformed_events_get_400() {
         .status,
         204
     );
+    // PlaybackController commands need the context.
+    let play = event("PlaybackController", "PlayCommandIssued", json!({}));
+    assert_400(c.post_event(&token, &play).await.unwrap(), "no context").await;
+    let play = avs_proto::Event::raw("PlaybackController", "PlayCommandIssued", json!({}))
+        .with_context(vec![avs_proto::ContextEntry::playback_state("", 0, "IDLE")])
+        .to_json();
+    assert_eq!(c.post_event(&token, &play).await.unwrap().status, 204);
     // The SDK's context shape and unknown interfaces are accepted.
     let sdk = r#"{"context":{"properties":[]},"event":{"header":{"namespace":"Custom","name":"Thing","messageId":"m"},"payload":{}}}"#;
     assert_eq!(c.post_event(&token, sdk).await.unwrap().status, 204);

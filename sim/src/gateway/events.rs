@@ -157,6 +157,10 @@ pub async fn serve(
         let why = "firmwareVersion must be a positive 32-bit integer string";
         return finish(&shared, &mut respond, seq, StatusCode::BAD_REQUEST, why).await;
     }
+    if event.header.namespace == "PlaybackController" && event.context.is_none() {
+        let why = "PlaybackController events must carry the context";
+        return finish(&shared, &mut respond, seq, StatusCode::BAD_REQUEST, why).await;
+    }
     if name == "Alexa.Discovery.AddOrUpdateReport" || name == "Alexa.Discovery.DeleteReport" {
         shared.recorder.set_status(seq, 202);
         respond_bytes(&mut respond, StatusCode::ACCEPTED, None, Bytes::new()).await;

@@ -155,10 +155,13 @@ pub async fn serve(
                 return;
             }
         } else if let Some(dev) = shared.devices.get(&grant.device_serial) {
-            let _ = dev
+            // A device that stopped reading its downchannel must not hold up the turn.
+            let push = dev
                 .downchannel
-                .send(DownchannelCommand::Push(stop_capture(&dialog)))
-                .await;
+                .send(DownchannelCommand::Push(stop_capture(&dialog)));
+            if !matches!(tokio::time::timeout(UPLOAD_GRACE, push).await, Ok(Ok(()))) {
+                tracing::warn!(serial = %grant.device_serial, "StopCapture not queued on the downchannel");
+            }
         } else {
             tracing::warn!(serial = %grant.device_serial, "no downchannel for StopCapture");
         }
