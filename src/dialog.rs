@@ -141,8 +141,13 @@ impl DialogCore {
             config.dialog.max_capture,
         );
         let synth = SpeechSynthesizer::new(playback.clone(), attachments.clone(), board.clone());
+        let alerts = Alerts::new(
+            playback.clone(),
+            fetcher.clone(),
+            board.clone(),
+            &config.state_dir,
+        );
         let audio_player = AudioPlayer::new(playback.clone(), attachments, fetcher, board.clone());
-        let alerts = Alerts::new(playback.clone(), board.clone(), &config.state_dir);
         let speaker = Speaker::new(
             playback.clone(),
             board.clone(),

@@ -188,3 +188,47 @@ async fn alert_more_than_30_minutes_overdue_is_dropped() {
         "{stored}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_assets_fall_back_to_the_bundled_alarm() {
+    let sim = sim("[[turn]]\nreject = true\n").await;
+    let dir = test_dir("alert-assets");
+    let wav = dir.join("out.wav");
+    let device = start_device(config(
+        &sim,
+        &dir,
+        "none",
+        &format!("wav:{}", wav.display()),
+    ))
+    .await;
+    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    let stamp = at
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    let set = json!({"directive": {"header": {"namespace": "Alerts", "name": "SetAlert", "messageId": "a-2"},
+        "payload": {"token": "timer-assets", "type": "TIMER", "scheduledTime": stamp,
+            "assets": [{"assetId": "tone", "url": "https://127.0.0.1:9/tone.mp3"}],
+            "assetPlayOrder": ["tone"], "loopCount": 2, "loopPauseInMilliSeconds": 100}}});
+    sim.admin.push(None, set.to_string()).await.expect("push");
+    sim.recorder
+        .wait_for_event("Alerts.AlertStarted", Duration::from_secs(10))
+        .await
+        .expect("AlertStarted");
+    // Two loops of the bundled alarm, then the alert ends by itself.
+    let stopped = sim
+        .recorder
+        .wait_for_event("Alerts.AlertStopped", Duration::from_secs(15))
+        .await
+        .expect("AlertStopped");
+    assert_eq!(
+        stopped.event.expect("event").payload["token"],
+        "timer-assets"
+    );
+    device.stop().await;
+    let (played, _) = read_wav_mono(&wav).expect("wav");
+    let loud = played.iter().filter(|s| s.abs() > 0.05).count();
+    assert!(
+        loud > 1000,
+        "the bundled alarm was not heard ({loud} loud samples)"
+    );
+}

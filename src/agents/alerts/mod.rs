@@ -20,6 +20,7 @@ use super::AgentOutput;
 use crate::audio::{Channel, Earcon, PlaybackHandle, PlaybackUpdate, Source, SourceId};
 use crate::context::ContextBoard;
 use crate::focus::Focus;
+use crate::media::fetch::MediaFetcher;
 use crate::persist;
 
 /// An alert without loopCount sounds for at most this long (the reference client's cap).
@@ -35,6 +36,14 @@ struct Sounding {
     loop_pause: Duration,
     started: Instant,
     next_loop_at: Option<Instant>,
+    /// The alert's own sounds, played in order each loop.
+    assets: Vec<url::Url>,
+    /// Which asset plays next within the current loop.
+    asset_index: usize,
+    /// An asset could not be played: the bundled alarm takes over for the rest of the alert.
+    assets_failed: bool,
+    /// What is playing now came from `assets`.
+    playing_asset: bool,
 }
 
 /// A source the core must route updates for.
@@ -45,6 +54,7 @@ pub struct Rendering {
 
 pub struct Alerts {
     playback: PlaybackHandle,
+    fetcher: Option<MediaFetcher>,
     board: ContextBoard,
     path: PathBuf,
     scheduler: Scheduler,
@@ -64,7 +74,12 @@ fn token(t: &str) -> TokenPayload {
 
 impl Alerts {
     /// Loads the stored alerts (a corrupt file is logged and set aside, never fatal).
-    pub fn new(playback: PlaybackHandle, board: ContextBoard, state_dir: &std::path::Path) -> Self {
+    pub fn new(
+        playback: PlaybackHandle,
+        fetcher: Option<MediaFetcher>,
+        board: ContextBoard,
+        state_dir: &std::path::Path,
+    ) -> Self {
         let path = state_dir.join("alerts.json");
         let stored = match persist::read_json::<Vec<Alert>>(&path) {
             Ok(a) => a.unwrap_or_default(),
@@ -77,6 +92,7 @@ impl Alerts {
         tracing::info!(alerts = stored.len(), "alerts loaded");
         let me = Self {
             playback,
+            fetcher,
             board,
             path,
             scheduler: Scheduler::from_alerts(stored),
@@ -264,6 +280,14 @@ impl Alerts {
                         loop_pause: Duration::from_millis(a.loop_pause_ms.unwrap_or(0)),
                         started: now_instant,
                         next_loop_at: None,
+                        assets: a
+                            .assets
+                            .iter()
+                            .filter_map(|x| url::Url::parse(&x.url).ok())
+                            .collect(),
+                        asset_index: 0,
+                        assets_failed: false,
+                        playing_asset: false,
                     });
                     out.push(event(&al::Event::AlertStarted(token(&a.token))));
                     out.push(AgentOutput::AcquireFocus(Channel::Alerts));
@@ -283,12 +307,23 @@ impl Alerts {
         (out, rendering)
     }
 
+    /// Plays the next asset of the alert, or the bundled alarm when it has none or they fail.
     fn render(&mut self, id: SourceId) -> Option<Rendering> {
         let s = self.sounding.as_mut()?;
         s.source = Some(id);
-        let updates = self
-            .playback
-            .enqueue(Channel::Alerts, id, Source::Earcon(Earcon::Alarm));
+        let asset = match (&self.fetcher, s.assets_failed) {
+            (Some(fetcher), false) => s
+                .assets
+                .get(s.asset_index)
+                .map(|url| fetcher.open(url.clone())),
+            _ => None,
+        };
+        s.playing_asset = asset.is_some();
+        let source = match asset {
+            Some(stream) => Source::Encoded(Box::new(stream.reader)),
+            None => Source::Earcon(Earcon::Alarm),
+        };
+        let updates = self.playback.enqueue(Channel::Alerts, id, source);
         Some(Rendering {
             source: id,
             updates,
@@ -306,12 +341,30 @@ impl Alerts {
             return Vec::new();
         }
         match update {
+            PlaybackUpdate::Failed { ref error }
+                if self.sounding.as_ref().is_some_and(|s| s.playing_asset) =>
+            {
+                tracing::warn!(%error, "alert asset unplayable; using the bundled alarm");
+                if let Some(s) = self.sounding.as_mut() {
+                    s.assets_failed = true;
+                    s.source = None;
+                    s.next_loop_at = Some(now_instant);
+                }
+                Vec::new()
+            }
             PlaybackUpdate::Finished { .. } | PlaybackUpdate::Failed { .. } => {
                 let Some(s) = self.sounding.as_mut() else {
                     return Vec::new();
                 };
-                s.loops_done += 1;
                 s.source = None;
+                if s.playing_asset && s.asset_index + 1 < s.assets.len() {
+                    // The next asset of the same loop follows at once.
+                    s.asset_index += 1;
+                    s.next_loop_at = Some(now_instant);
+                    return Vec::new();
+                }
+                s.asset_index = 0;
+                s.loops_done += 1;
                 let done = s.loop_count.is_some_and(|n| s.loops_done >= n)
                     || now_instant.duration_since(s.started) >= MAX_RENDER;
                 if done {
