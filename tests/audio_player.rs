@@ -107,3 +107,158 @@ fn music_is_heard_ducked_under_a_dialog_restored_and_louder_after_set_volume() {
         },
     );
 }
+
+/// Pushes an AudioPlayer directive on the downchannel.
+async fn push(sim: &avs_testkit::sim::TestSim, name: &str, payload: serde_json::Value) {
+    let d = json!({"directive": {"header": {"namespace": "AudioPlayer", "name": name, "messageId": uuid::Uuid::new_v4().to_string()}, "payload": payload}});
+    sim.admin.push(None, d.to_string()).await.expect("push");
+}
+
+fn play(
+    behavior: &str,
+    token: &str,
+    url: &url::Url,
+    expected_previous: Option<&str>,
+) -> serde_json::Value {
+    let mut stream = json!({"url": url.as_str(), "offsetInMilliseconds": 0, "token": token,
+        "progressReport": {"progressReportDelayInMilliseconds": 200, "progressReportIntervalInMilliseconds": 300}});
+    if let Some(p) = expected_previous {
+        stream["expectedPreviousToken"] = json!(p);
+    }
+    json!({"playBehavior": behavior, "audioItem": {"audioItemId": token, "stream": stream}})
+}
+
+/// AudioPlayer events recorded for `token`, in order.
+fn events_for(sim: &avs_testkit::sim::TestSim, token: &str) -> Vec<String> {
+    recorded(sim, "AudioPlayer")
+        .into_iter()
+        .filter(|(_, t)| t == token)
+        .map(|(n, _)| n)
+        .collect()
+}
+
+async fn wait_for(sim: &avs_testkit::sim::TestSim, name: &str, token: &str) {
+    let qualified = format!("AudioPlayer.{name}");
+    sim.recorder
+        .wait_for(0, Duration::from_secs(20), &qualified, |r| {
+            r.event
+                .as_ref()
+                .is_some_and(|e| e.qualified_name() == qualified && e.payload["token"] == token)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{qualified} for {token}: {e}; recorded {:?}",
+                recorded(sim, "AudioPlayer")
+            )
+        });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_behaviours_clear_queue_and_stop_send_every_event_in_order() {
+    let sim = sim("[[turn]]\nreject = true\n").await;
+    let dir = test_dir("queue");
+    let output = format!("wav:{}", dir.join("out.wav").display());
+    let device = start_device(config(&sim, &dir, "none", &output)).await;
+    let media = |name: &str, text: &str| {
+        let mp3 = avs_sim::speech::synthesize_mp3(text).expect("synthesize");
+        sim.admin.put_media(name, mp3).expect("media url")
+    };
+    let short1 = media("one.mp3", "Track one is short.");
+    let short2 = media("two.mp3", "Track two.");
+    let short3 = media("three.mp3", "Track three should never play.");
+    let long = media(
+        "long.mp3",
+        "This long track plays for several seconds, on and on, so that it can be cleared or stopped while it plays.",
+    );
+
+    // REPLACE_ALL, then ENQUEUE with the right expectedPreviousToken, then one with a wrong one.
+    push(&sim, "Play", play("REPLACE_ALL", "t1", &short1, None)).await;
+    push(&sim, "Play", play("ENQUEUE", "t2", &short2, Some("t1"))).await;
+    push(&sim, "Play", play("ENQUEUE", "t3", &short3, Some("not-t2"))).await;
+    wait_for(&sim, "PlaybackFinished", "t2").await;
+    let t1 = events_for(&sim, "t1");
+    assert_eq!(
+        &t1[..3],
+        [
+            "PlaybackStarted",
+            "PlaybackNearlyFinished",
+            "ProgressReportDelayElapsed"
+        ],
+        "{t1:?}"
+    );
+    assert!(
+        t1.iter()
+            .filter(|n| *n == "ProgressReportIntervalElapsed")
+            .count()
+            >= 2,
+        "{t1:?}"
+    );
+    assert_eq!(
+        t1.last().map(String::as_str),
+        Some("PlaybackFinished"),
+        "{t1:?}"
+    );
+    let t2 = events_for(&sim, "t2");
+    assert_eq!(t2.first().map(String::as_str), Some("PlaybackStarted"));
+    assert_eq!(t2.last().map(String::as_str), Some("PlaybackFinished"));
+    let order: Vec<(String, String)> = recorded(&sim, "AudioPlayer");
+    let finished_t1 = order
+        .iter()
+        .position(|e| e == &("PlaybackFinished".into(), "t1".into()));
+    let started_t2 = order
+        .iter()
+        .position(|e| e == &("PlaybackStarted".into(), "t2".into()));
+    assert!(
+        finished_t1 < started_t2,
+        "t2 starts after t1 finished: {order:?}"
+    );
+
+    // CLEAR_ENQUEUED: the queued item goes, the playing one goes on to its end.
+    push(&sim, "Play", play("REPLACE_ALL", "t4", &long, None)).await;
+    push(&sim, "Play", play("ENQUEUE", "t5", &short1, Some("t4"))).await;
+    wait_for(&sim, "PlaybackStarted", "t4").await;
+    push(
+        &sim,
+        "ClearQueue",
+        json!({"clearBehavior": "CLEAR_ENQUEUED"}),
+    )
+    .await;
+    sim.recorder
+        .wait_for_event("AudioPlayer.PlaybackQueueCleared", Duration::from_secs(5))
+        .await
+        .expect("QueueCleared");
+    // REPLACE_ALL stops what plays: t4 stops, t6 starts.
+    push(&sim, "Play", play("REPLACE_ALL", "t6", &long, None)).await;
+    wait_for(&sim, "PlaybackStopped", "t4").await;
+    wait_for(&sim, "PlaybackStarted", "t6").await;
+    // CLEAR_ALL stops the current item too.
+    push(&sim, "ClearQueue", json!({"clearBehavior": "CLEAR_ALL"})).await;
+    wait_for(&sim, "PlaybackStopped", "t6").await;
+    // Stop: stopped, and the queue does not advance.
+    push(&sim, "Play", play("REPLACE_ALL", "t7", &long, None)).await;
+    push(&sim, "Play", play("ENQUEUE", "t8", &short2, Some("t7"))).await;
+    wait_for(&sim, "PlaybackStarted", "t7").await;
+    push(&sim, "Stop", json!({})).await;
+    wait_for(&sim, "PlaybackStopped", "t7").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    device.stop().await;
+
+    for never in ["t3", "t5", "t8"] {
+        assert!(
+            events_for(&sim, never).is_empty(),
+            "{never} must never play: {:?}",
+            recorded(&sim, "AudioPlayer")
+        );
+    }
+    assert_eq!(
+        sim.recorder
+            .events("AudioPlayer.PlaybackQueueCleared")
+            .len(),
+        2
+    );
+    assert!(
+        !events_for(&sim, "t4").contains(&"PlaybackFinished".to_owned()),
+        "t4 was replaced, not finished"
+    );
+}

@@ -54,6 +54,14 @@ impl Admin {
         apply_fault(&self.shared, fault).await
     }
 
+    /// Serves `bytes` at `/media/<name>` (what AudioPlayer and alert asset URLs point at) and
+    /// returns that URL.
+    pub fn put_media(&self, name: &str, bytes: bytes::Bytes) -> Result<url::Url, url::ParseError> {
+        let url = self.shared.base_url.join(&format!("media/{name}"))?;
+        self.shared.put_media(name.to_owned(), bytes);
+        Ok(url)
+    }
+
     /// Serial numbers of the devices with an open downchannel.
     pub fn devices(&self) -> Vec<String> {
         self.shared.devices.serials()
