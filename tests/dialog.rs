@@ -17,12 +17,17 @@ use avsd::dialog::{DialogCommand, DialogStep};
 use common::*;
 
 const RATE: u32 = 16_000;
+/// Seconds of silence before the utterance in the virtual mic.
+const MIC_LEAD_IN_S: usize = 5;
 
-/// The mic plays the utterance, then silence (past the end ALSA's file plugin returns garbage).
+/// The mic plays silence, the utterance, then silence (past the end ALSA's file plugin returns
+/// garbage). The mic runs from the moment the daemon opens it, so the lead-in must outlast the
+/// daemon's start and connection even on a loaded machine: the whole utterance is then sent.
 fn feed_mic(rig: &AudioRig) -> Vec<f32> {
     let (utterance, rate) = read_wav_mono(&utterance_path()).expect("utterance");
     assert_eq!(rate, RATE);
-    let mut samples: Vec<i16> = utterance.iter().map(|s| (s * 32767.0) as i16).collect();
+    let mut samples: Vec<i16> = vec![0; RATE as usize * MIC_LEAD_IN_S];
+    samples.extend(utterance.iter().map(|s| (s * 32767.0) as i16));
     samples.extend(std::iter::repeat_n(0, RATE as usize * 60));
     rig.write_mic(&samples).expect("mic");
     utterance

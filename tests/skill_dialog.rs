@@ -30,7 +30,9 @@ fn skill_progressive_response_then_answer_are_played_in_order() {
         RATE,
         |rig| {
             let (utterance, _) = read_wav_mono(&utterance_path()).expect("utterance");
-            let mut mic: Vec<i16> = utterance.iter().map(|s| (s * 32767.0) as i16).collect();
+            // Silence first: the mic runs from the daemon's start, so the lead-in outlasts it.
+            let mut mic: Vec<i16> = vec![0; RATE as usize * 5];
+            mic.extend(utterance.iter().map(|s| (s * 32767.0) as i16));
             mic.extend(std::iter::repeat_n(0, RATE as usize * 60));
             rig.write_mic(&mic).expect("mic");
             runtime().block_on(async {

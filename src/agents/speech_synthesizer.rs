@@ -27,7 +27,11 @@ struct SpeakItem {
     dialog: Option<String>,
     token: String,
     source: SourceId,
+    /// The mixer started it.
     started: bool,
+    /// SpeechStarted was sent. Each source reports on its own channel, so the next speech's
+    /// Started can overtake the previous one's Finished: events wait for their turn.
+    announced: bool,
     offset: Duration,
 }
 
@@ -128,6 +132,7 @@ impl SpeechSynthesizer {
             token: speak.token.clone(),
             source,
             started: false,
+            announced: false,
             offset: Duration::ZERO,
         });
         (out, Some(Enqueued { source, updates }))
@@ -147,6 +152,86 @@ impl SpeechSynthesizer {
         }
     }
 
+    /// SpeechStarted for the item at `idx`, once.
+    fn announce(&mut self, idx: usize, out: &mut Vec<AgentOutput>) {
+        let Some(item) = self.queue.get_mut(idx) else {
+            return;
+        };
+        if item.announced {
+            return;
+        }
+        item.announced = true;
+        self.board.set(ContextEntry::speech_state(
+            &item.token,
+            ms(item.offset),
+            "PLAYING",
+        ));
+        out.push(AgentOutput::Event(Event::new(
+            ss::NAMESPACE,
+            &ss::Event::SpeechStarted(TokenPayload {
+                token: item.token.clone(),
+            }),
+        )));
+        out.push(AgentOutput::Attention(AttentionInput::SpeechStarted));
+    }
+
+    /// The events and sequencer outcome of a speech that ended.
+    fn ended(&self, item: SpeakItem, played: bool, update: PlaybackUpdate) -> Vec<AgentOutput> {
+        let mut out = Vec::new();
+        let interrupted = |offset: Duration, out: &mut Vec<AgentOutput>| {
+            self.board.set(ContextEntry::speech_state(
+                &item.token,
+                ms(offset),
+                "INTERRUPTED",
+            ));
+            out.push(AgentOutput::Event(Event::new(
+                ss::NAMESPACE,
+                &ss::Event::SpeechInterrupted(TokenOffset {
+                    token: item.token.clone(),
+                    offset_in_milliseconds: ms(offset),
+                }),
+            )));
+        };
+        match update {
+            PlaybackUpdate::Finished { offset } => {
+                self.board.set(ContextEntry::speech_state(
+                    &item.token,
+                    ms(offset),
+                    "FINISHED",
+                ));
+                out.push(AgentOutput::Event(Event::new(
+                    ss::NAMESPACE,
+                    &ss::Event::SpeechFinished(TokenPayload {
+                        token: item.token.clone(),
+                    }),
+                )));
+                out.push(AgentOutput::Completed {
+                    message_id: item.message_id,
+                });
+            }
+            PlaybackUpdate::Failed { error } => {
+                tracing::warn!(token = %item.token, %error, "speech failed");
+                if played {
+                    interrupted(item.offset, &mut out);
+                }
+                out.push(AgentOutput::Failed {
+                    message_id: item.message_id,
+                    dialog_request_id: item.dialog,
+                });
+            }
+            PlaybackUpdate::Stopped { offset } => {
+                if played {
+                    interrupted(offset, &mut out);
+                }
+                out.push(AgentOutput::Completed {
+                    message_id: item.message_id,
+                });
+            }
+            _ => {}
+        }
+        out
+    }
+
     /// An update from the mixer about one of our sources.
     pub fn on_update(&mut self, source: SourceId, update: PlaybackUpdate) -> Vec<AgentOutput> {
         let Some(pos) = self.queue.iter().position(|i| i.source == source) else {
@@ -155,94 +240,40 @@ impl SpeechSynthesizer {
         let mut out = Vec::new();
         match update {
             PlaybackUpdate::Started => {
-                let item = &mut self.queue[pos];
-                item.started = true;
-                self.board
-                    .set(ContextEntry::speech_state(&item.token, 0, "PLAYING"));
-                out.push(AgentOutput::Event(Event::new(
-                    ss::NAMESPACE,
-                    &ss::Event::SpeechStarted(TokenPayload {
-                        token: item.token.clone(),
-                    }),
-                )));
-                out.push(AgentOutput::Attention(AttentionInput::SpeechStarted));
+                self.queue[pos].started = true;
+                if pos == 0 {
+                    self.announce(0, &mut out);
+                }
             }
             PlaybackUpdate::Progress { offset } => {
                 let item = &mut self.queue[pos];
                 item.offset = offset;
-                self.board.set(ContextEntry::speech_state(
-                    &item.token,
-                    ms(offset),
-                    "PLAYING",
-                ));
-            }
-            PlaybackUpdate::Finished { offset } => {
-                if let Some(item) = self.queue.remove(pos) {
+                if item.announced {
                     self.board.set(ContextEntry::speech_state(
                         &item.token,
                         ms(offset),
-                        "FINISHED",
+                        "PLAYING",
                     ));
-                    if !item.started {
-                        // Some mixers report Finished without Started for a tiny source.
-                        out.push(AgentOutput::Event(Event::new(
-                            ss::NAMESPACE,
-                            &ss::Event::SpeechStarted(TokenPayload {
-                                token: item.token.clone(),
-                            }),
-                        )));
-                    }
-                    out.push(AgentOutput::Event(Event::new(
-                        ss::NAMESPACE,
-                        &ss::Event::SpeechFinished(TokenPayload { token: item.token }),
-                    )));
-                    out.push(AgentOutput::Completed {
-                        message_id: item.message_id,
-                    });
                 }
             }
-            PlaybackUpdate::Stopped { offset } => {
-                if let Some(item) = self.queue.remove(pos) {
-                    if item.started {
-                        self.board.set(ContextEntry::speech_state(
-                            &item.token,
-                            ms(offset),
-                            "INTERRUPTED",
-                        ));
-                        out.push(AgentOutput::Event(Event::new(
-                            ss::NAMESPACE,
-                            &ss::Event::SpeechInterrupted(TokenOffset {
-                                token: item.token,
-                                offset_in_milliseconds: ms(offset),
-                            }),
-                        )));
-                    }
-                    out.push(AgentOutput::Completed {
-                        message_id: item.message_id,
-                    });
+            PlaybackUpdate::Finished { .. }
+            | PlaybackUpdate::Stopped { .. }
+            | PlaybackUpdate::Failed { .. } => {
+                if matches!(update, PlaybackUpdate::Finished { .. }) {
+                    // A tiny source may report Finished without Started: it still played.
+                    self.queue[pos].started = true;
                 }
-            }
-            PlaybackUpdate::Failed { error } => {
-                if let Some(item) = self.queue.remove(pos) {
-                    tracing::warn!(token = %item.token, %error, "speech failed");
-                    if item.started {
-                        self.board.set(ContextEntry::speech_state(
-                            &item.token,
-                            ms(item.offset),
-                            "INTERRUPTED",
-                        ));
-                        out.push(AgentOutput::Event(Event::new(
-                            ss::NAMESPACE,
-                            &ss::Event::SpeechInterrupted(TokenOffset {
-                                token: item.token,
-                                offset_in_milliseconds: ms(item.offset),
-                            }),
-                        )));
-                    }
-                    out.push(AgentOutput::Failed {
-                        message_id: item.message_id,
-                        dialog_request_id: item.dialog,
-                    });
+                let played = self.queue[pos].started;
+                if played {
+                    self.announce(pos, &mut out);
+                }
+                let Some(item) = self.queue.remove(pos) else {
+                    return out;
+                };
+                out.extend(self.ended(item, played, update));
+                // The next speech may have started already: its turn to be announced.
+                if pos == 0 && self.queue.front().is_some_and(|i| i.started) {
+                    self.announce(0, &mut out);
                 }
             }
             PlaybackUpdate::StutterStarted | PlaybackUpdate::StutterFinished { .. } => {}
