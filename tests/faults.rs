@@ -37,12 +37,19 @@ async fn set_volumes(device: &Device, volumes: &[u8]) {
 /// Asserts that the sim accepted one `VolumeChanged` per entry of `volumes`, in that order,
 /// each with its own messageId, after record `mark`. A sentinel volume is sent last and waited
 /// for: the outbox is ordered, so any duplicate of an earlier event would arrive before it.
-async fn assert_volumes_once_in_order(sim: &avs_testkit::sim::TestSim, device: &Device, mark: usize, volumes: &[u8]) {
+async fn assert_volumes_once_in_order(
+    sim: &avs_testkit::sim::TestSim,
+    device: &Device,
+    mark: usize,
+    volumes: &[u8],
+) {
     const SENTINEL: u8 = 7;
     set_volumes(device, &[SENTINEL]).await;
     sim.recorder
         .wait_for(mark, WAIT, "the sentinel VolumeChanged", |r| {
-            r.event.as_ref().is_some_and(|e| e.name == "VolumeChanged" && e.payload["volume"] == SENTINEL)
+            r.event
+                .as_ref()
+                .is_some_and(|e| e.name == "VolumeChanged" && e.payload["volume"] == SENTINEL)
         })
         .await
         .expect("sentinel VolumeChanged");
@@ -58,18 +65,31 @@ async fn assert_volumes_once_in_order(sim: &avs_testkit::sim::TestSim, device: &
     let order: Vec<u64> = got.iter().map(|(_, v)| *v).collect();
     let mut want: Vec<u64> = volumes.iter().map(|v| u64::from(*v)).collect();
     want.push(u64::from(SENTINEL));
-    assert_eq!(order, want, "VolumeChanged events after the fault (exactly once, in order)");
+    assert_eq!(
+        order, want,
+        "VolumeChanged events after the fault (exactly once, in order)"
+    );
     let mut ids: Vec<&String> = got.iter().map(|(id, _)| id).collect();
     ids.sort();
     ids.dedup();
-    assert_eq!(ids.len(), got.len(), "every VolumeChanged has its own messageId: {got:?}");
+    assert_eq!(
+        ids.len(),
+        got.len(),
+        "every VolumeChanged has its own messageId: {got:?}"
+    );
 }
 
 /// Waits until the sim saw a new downchannel (status 200) after `mark` and the daemon's link is
 /// `Connected` again; returns when that happened.
-async fn wait_reconnected(sim: &avs_testkit::sim::TestSim, device: &Device, mark: usize) -> Instant {
+async fn wait_reconnected(
+    sim: &avs_testkit::sim::TestSim,
+    device: &Device,
+    mark: usize,
+) -> Instant {
     sim.recorder
-        .wait_for(mark, WAIT, "a new downchannel", |r| r.path == avs_proto::DIRECTIVES_PATH && r.status == Some(200))
+        .wait_for(mark, WAIT, "a new downchannel", |r| {
+            r.path == avs_proto::DIRECTIVES_PATH && r.status == Some(200)
+        })
         .await
         .expect("the daemon opened a new downchannel");
     let mut link = device.daemon.link.clone();
@@ -90,7 +110,10 @@ async fn wait_disconnected(device: &Device) {
 }
 
 fn report(name: &str, took: Duration) {
-    println!("fault {name}: back to Connected after {:.1} ms", took.as_secs_f64() * 1000.0);
+    println!(
+        "fault {name}: back to Connected after {:.1} ms",
+        took.as_secs_f64() * 1000.0
+    );
 }
 
 /// The shared shape of the connection-level faults: inject, raise events while the link is
@@ -102,14 +125,21 @@ async fn connection_fault(name: &str, fault: Fault) {
     let device = start_device(config(&sim, &dir, "none", &out)).await;
     let mark = sim.recorder.len();
     let t0 = Instant::now();
-    assert_eq!(sim.admin.fault(&fault).await.expect("fault"), 1, "{name} reached the device");
+    assert_eq!(
+        sim.admin.fault(&fault).await.expect("fault"),
+        1,
+        "{name} reached the device"
+    );
     set_volumes(&device, &[21, 22, 23]).await;
     let back = wait_reconnected(&sim, &device, mark).await;
     report(name, back - t0);
     assert_volumes_once_in_order(&sim, &device, mark, &[21, 22, 23]).await;
     // The new connection synchronized its state after the downchannel.
     assert!(
-        sim.recorder.records().iter().skip(mark).any(|r| r.event.as_ref().is_some_and(|e| e.name == "SynchronizeState")),
+        sim.recorder.records().iter().skip(mark).any(|r| r
+            .event
+            .as_ref()
+            .is_some_and(|e| e.name == "SynchronizeState")),
         "no SynchronizeState after {name}"
     );
     device.stop().await;
@@ -140,18 +170,37 @@ async fn event_403_refreshes_the_token_through_lwa_and_the_event_goes_once() {
     let before = std::fs::read_to_string(&tokens).expect("token file");
     let mark = sim.recorder.len();
     let t0 = Instant::now();
-    sim.admin.fault(&Fault::FailEvents { status: 403, count: 1 }).await.expect("arm 403");
+    sim.admin
+        .fault(&Fault::FailEvents {
+            status: 403,
+            count: 1,
+        })
+        .await
+        .expect("arm 403");
     set_volumes(&device, &[31, 32]).await;
     assert_volumes_once_in_order(&sim, &device, mark, &[31, 32]).await;
-    println!("fault event_403: refused event delivered after {:.1} ms", t0.elapsed().as_secs_f64() * 1000.0);
-    let refused = sim.recorder.records().iter().skip(mark).filter(|r| r.status == Some(403)).count();
+    println!(
+        "fault event_403: refused event delivered after {:.1} ms",
+        t0.elapsed().as_secs_f64() * 1000.0
+    );
+    let refused = sim
+        .recorder
+        .records()
+        .iter()
+        .skip(mark)
+        .filter(|r| r.status == Some(403))
+        .count();
     assert_eq!(refused, 1, "the sim refused exactly one event");
     // The auth task refreshed through the sim's LWA and stored the new token.
     let after = std::fs::read_to_string(&tokens).expect("token file");
     assert_ne!(before, after, "the token file was rewritten by the refresh");
     // A 403 on an event keeps the connection (avs-protocol.md §2.4): no new downchannel.
     assert!(
-        !sim.recorder.records().iter().skip(mark).any(|r| r.path == avs_proto::DIRECTIVES_PATH),
+        !sim.recorder
+            .records()
+            .iter()
+            .skip(mark)
+            .any(|r| r.path == avs_proto::DIRECTIVES_PATH),
         "a 403 on an event must not reconnect"
     );
     assert_eq!(*device.daemon.link.borrow(), LinkState::Connected);
@@ -165,11 +214,23 @@ async fn throttled(status: u16) {
     let device = start_device(config(&sim, &dir, "none", &out)).await;
     let mark = sim.recorder.len();
     let t0 = Instant::now();
-    sim.admin.fault(&Fault::FailEvents { status, count: 2 }).await.expect("arm");
+    sim.admin
+        .fault(&Fault::FailEvents { status, count: 2 })
+        .await
+        .expect("arm");
     set_volumes(&device, &[41, 42, 43]).await;
     assert_volumes_once_in_order(&sim, &device, mark, &[41, 42, 43]).await;
-    println!("fault event_{status}: all events delivered after {:.1} ms", t0.elapsed().as_secs_f64() * 1000.0);
-    let refused = sim.recorder.records().iter().skip(mark).filter(|r| r.status == Some(status)).count();
+    println!(
+        "fault event_{status}: all events delivered after {:.1} ms",
+        t0.elapsed().as_secs_f64() * 1000.0
+    );
+    let refused = sim
+        .recorder
+        .records()
+        .iter()
+        .skip(mark)
+        .filter(|r| r.status == Some(status))
+        .count();
     assert_eq!(refused, 2, "the sim refused two attempts with {status}");
     assert_eq!(*device.daemon.link.borrow(), LinkState::Connected);
     device.stop().await;
@@ -196,11 +257,20 @@ async fn unanswered_pings_tear_the_connection_down_and_it_comes_back() {
     let device = start_device(cfg).await;
     let mark = sim.recorder.len();
     let t0 = Instant::now();
-    sim.admin.fault(&Fault::SilencePings { enabled: true }).await.expect("silence pings");
+    sim.admin
+        .fault(&Fault::SilencePings { enabled: true })
+        .await
+        .expect("silence pings");
     wait_disconnected(&device).await;
-    println!("fault silent_pings: teardown noticed after {:.1} ms", t0.elapsed().as_secs_f64() * 1000.0);
+    println!(
+        "fault silent_pings: teardown noticed after {:.1} ms",
+        t0.elapsed().as_secs_f64() * 1000.0
+    );
     set_volumes(&device, &[51, 52]).await;
-    sim.admin.fault(&Fault::SilencePings { enabled: false }).await.expect("answer pings again");
+    sim.admin
+        .fault(&Fault::SilencePings { enabled: false })
+        .await
+        .expect("answer pings again");
     let t1 = Instant::now();
     let back = wait_reconnected(&sim, &device, mark).await;
     report("silent_pings (from pings answered again)", back - t1);
@@ -209,9 +279,14 @@ async fn unanswered_pings_tear_the_connection_down_and_it_comes_back() {
     let stable = sim.recorder.len();
     let pinged = sim
         .recorder
-        .wait_for(stable, WAIT, "a ping answered 204", |r| r.path == avs_proto::PING_PATH && r.status == Some(204))
+        .wait_for(stable, WAIT, "a ping answered 204", |r| {
+            r.path == avs_proto::PING_PATH && r.status == Some(204)
+        })
         .await;
-    assert!(pinged.is_ok(), "no ping answered after the fault was lifted");
+    assert!(
+        pinged.is_ok(),
+        "no ping answered after the fault was lifted"
+    );
     assert_eq!(*device.daemon.link.borrow(), LinkState::Connected);
     device.stop().await;
 }
@@ -223,9 +298,13 @@ async fn unanswered_pings_tear_the_connection_down_and_it_comes_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_killed_mid_recognize_and_restarted_on_the_same_port() {
     let sim = sim(QUICK).await;
-    let addr: std::net::SocketAddr = format!("{}:{}", sim.url.host_str().expect("host"), sim.url.port().expect("port"))
-        .parse()
-        .expect("sim addr");
+    let addr: std::net::SocketAddr = format!(
+        "{}:{}",
+        sim.url.host_str().expect("host"),
+        sim.url.port().expect("port")
+    )
+    .parse()
+    .expect("sim addr");
     let mut relay = link_support::Proxy::start(addr).await;
     let dir = test_dir("fault-restart");
     let out = format!("wav:{}", dir.join("out.wav").display());
@@ -235,13 +314,27 @@ async fn cloud_killed_mid_recognize_and_restarted_on_the_same_port() {
     cfg.cloud.lwa_url = relay.url();
     let mut device = start_device(cfg).await;
 
-    device.daemon.dialog.commands.send(DialogCommand::Listen).await.expect("listen");
-    device.wait_step("first frame", WAIT, |s| matches!(s, DialogStep::FirstFrameSent)).await;
+    device
+        .daemon
+        .dialog
+        .commands
+        .send(DialogCommand::Listen)
+        .await
+        .expect("listen");
+    device
+        .wait_step("first frame", WAIT, |s| {
+            matches!(s, DialogStep::FirstFrameSent)
+        })
+        .await;
     let mark = sim.recorder.len();
     let t0 = Instant::now();
     relay.stop().await;
     // The Recognize fails and the mic closes instead of streaming into a dead connection.
-    let closed = device.wait_step("turn closed", WAIT, |s| matches!(s, DialogStep::TurnClosed { .. })).await;
+    let closed = device
+        .wait_step("turn closed", WAIT, |s| {
+            matches!(s, DialogStep::TurnClosed { .. })
+        })
+        .await;
     assert!(
         !matches!(&closed.step, DialogStep::TurnClosed { status } if status == "200" || status == "204"),
         "the cut Recognize cannot have succeeded: {:?}",
@@ -254,7 +347,10 @@ async fn cloud_killed_mid_recognize_and_restarted_on_the_same_port() {
     let t1 = Instant::now();
     let back = wait_reconnected(&sim, &device, mark).await;
     report("cloud_restart (from the port listening again)", back - t1);
-    println!("fault cloud_restart: whole outage {:.1} ms", (back - t0).as_secs_f64() * 1000.0);
+    println!(
+        "fault cloud_restart: whole outage {:.1} ms",
+        (back - t0).as_secs_f64() * 1000.0
+    );
     assert_volumes_once_in_order(&sim, &device, mark, &[61, 62, 63]).await;
     device.stop().await;
 }

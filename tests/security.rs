@@ -41,7 +41,10 @@ struct Capture;
 
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        captured().lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        captured()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -71,22 +74,42 @@ async fn tls_verification_stays_on_and_names_the_certificate_problem() {
     untrusted.cloud.extra_ca_file = None;
     let auth = avsd::cli::auth_config(&untrusted).expect("auth config");
     // Login treats a TLS failure as transient and keeps retrying: it must never succeed.
-    let attempt = tokio::time::timeout(Duration::from_secs(3), avsd::auth::login(&auth, |_| {})).await;
-    assert!(!matches!(attempt, Ok(Ok(()))), "login succeeded against an untrusted sim");
-    assert!(!dir.join("state").join(avsd::auth::token_store::TOKEN_FILE).exists(), "no token stored");
+    let attempt =
+        tokio::time::timeout(Duration::from_secs(3), avsd::auth::login(&auth, |_| {})).await;
+    assert!(
+        !matches!(attempt, Ok(Ok(()))),
+        "login succeeded against an untrusted sim"
+    );
+    assert!(
+        !dir.join("state")
+            .join(avsd::auth::token_store::TOKEN_FILE)
+            .exists(),
+        "no token stored"
+    );
     let log = log_text();
-    let lwa_lines: Vec<&str> = log.lines().filter(|l| l.contains("cannot get a code pair")).collect();
+    let lwa_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cannot get a code pair"))
+        .collect();
     println!("login without the CA: {:?}", lwa_lines.first());
-    assert!(!lwa_lines.is_empty(), "the failed login attempts are logged");
+    assert!(
+        !lwa_lines.is_empty(),
+        "the failed login attempts are logged"
+    );
 
     // Logged in with the right CA, the daemon is then run without it, and with another sim's CA.
     login(&trusted).await;
-    for (name, ca) in [("no extra CA", None), ("another sim's CA", Some(other.ca_pem.clone()))] {
+    for (name, ca) in [
+        ("no extra CA", None),
+        ("another sim's CA", Some(other.ca_pem.clone())),
+    ] {
         let mut cfg = trusted.clone();
         cfg.cloud.extra_ca_file = ca;
         let mark = sim.recorder.len();
         let shutdown = CancellationToken::new();
-        let daemon = Daemon::start(Arc::new(cfg), shutdown.clone()).await.expect("daemon starts offline");
+        let daemon = Daemon::start(Arc::new(cfg), shutdown.clone())
+            .await
+            .expect("daemon starts offline");
         let mut link = daemon.link.clone();
         let mut seen = Vec::new();
         // Two failed attempts in a row, never Connected in between.
@@ -95,16 +118,27 @@ async fn tls_verification_stays_on_and_names_the_certificate_problem() {
                 link.changed().await.expect("link state");
                 let s = link.borrow_and_update().clone();
                 seen.push(s.clone());
-                assert_ne!(s, LinkState::Connected, "{name}: connected to an untrusted server");
+                assert_ne!(
+                    s,
+                    LinkState::Connected,
+                    "{name}: connected to an untrusted server"
+                );
                 if matches!(s, LinkState::WaitingToRetry { attempt, .. } if attempt >= 2) {
                     return;
                 }
             }
         })
         .await;
-        assert!(saw_two_failures.is_ok(), "{name}: no retries seen: {seen:?}");
         assert!(
-            !sim.recorder.records().iter().skip(mark).any(|r| r.path == avs_proto::DIRECTIVES_PATH),
+            saw_two_failures.is_ok(),
+            "{name}: no retries seen: {seen:?}"
+        );
+        assert!(
+            !sim.recorder
+                .records()
+                .iter()
+                .skip(mark)
+                .any(|r| r.path == avs_proto::DIRECTIVES_PATH),
             "{name}: a downchannel reached the sim"
         );
         shutdown.cancel();
@@ -113,18 +147,28 @@ async fn tls_verification_stays_on_and_names_the_certificate_problem() {
     let log = log_text();
     let cert_lines: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("AVS connection lost or refused") && l.to_lowercase().contains("certificate"))
+        .filter(|l| {
+            l.contains("AVS connection lost or refused") && l.to_lowercase().contains("certificate")
+        })
         .collect();
-    assert!(!cert_lines.is_empty(), "the link's error names the certificate problem");
+    assert!(
+        !cert_lines.is_empty(),
+        "the link's error names the certificate problem"
+    );
     println!("link without the CA: {}", cert_lines[0]);
 
     // Only the explicit extra CA makes the sim trusted, and nothing in the config can turn
     // verification off: such a key is refused by name.
     let device = start_device(trusted).await;
     device.stop().await;
-    for key in ["insecure = true", "danger_accept_invalid_certs = true", "verify_tls = false"] {
+    for key in [
+        "insecure = true",
+        "danger_accept_invalid_certs = true",
+        "verify_tls = false",
+    ] {
         let text = format!("[cloud]\n{key}\n");
-        let err = avsd::config::Config::from_toml(&text, std::path::Path::new("avsd.toml"), &[]).expect_err(key);
+        let err = avsd::config::Config::from_toml(&text, std::path::Path::new("avsd.toml"), &[])
+            .expect_err(key);
         let key_name = key.split(' ').next().unwrap_or_default();
         assert!(err.to_string().contains(key_name), "{key}: {err}");
     }
@@ -143,7 +187,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 async fn sim_with(lwa: LwaConfig) -> avs_testkit::sim::TestSim {
     avs_testkit::sim::start_sim(avs_sim::SimConfig {
-        lwa: LwaConfig { auto_approve: true, poll_interval: Duration::from_millis(200), ..lwa },
+        lwa: LwaConfig {
+            auto_approve: true,
+            poll_interval: Duration::from_millis(200),
+            ..lwa
+        },
         scenario: avs_sim::Scenario::from_toml(QUICK).expect("scenario"),
         ..Default::default()
     })
@@ -162,13 +210,23 @@ async fn token_file_is_0600_and_no_token_reaches_the_logs_at_trace() {
     login(&cfg).await;
     let first = stored_tokens(&dir);
     let shutdown = CancellationToken::new();
-    let daemon = Daemon::start(Arc::new(cfg), shutdown.clone()).await.expect("daemon");
+    let daemon = Daemon::start(Arc::new(cfg), shutdown.clone())
+        .await
+        .expect("daemon");
     let mut link = daemon.link.clone();
-    tokio::time::timeout(WAIT, link.wait_for(|s| *s == LinkState::Connected)).await.expect("connected").expect("link");
+    tokio::time::timeout(WAIT, link.wait_for(|s| *s == LinkState::Connected))
+        .await
+        .expect("connected")
+        .expect("link");
     let mut updates = daemon.dialog.updates.subscribe();
 
     // A whole dialog (the Recognize carries the bearer token) ...
-    daemon.dialog.commands.send(DialogCommand::Listen).await.expect("listen");
+    daemon
+        .dialog
+        .commands
+        .send(DialogCommand::Listen)
+        .await
+        .expect("listen");
     tokio::time::timeout(WAIT, async {
         loop {
             if let Ok(u) = updates.recv().await
@@ -181,26 +239,53 @@ async fn token_file_is_0600_and_no_token_reaches_the_logs_at_trace() {
     .await
     .expect("the dialog finished");
     // ... then a refused event, so the token is refreshed and the new one used.
-    sim.admin.fault(&Fault::FailEvents { status: 403, count: 1 }).await.expect("arm 403");
+    sim.admin
+        .fault(&Fault::FailEvents {
+            status: 403,
+            count: 1,
+        })
+        .await
+        .expect("arm 403");
     let mark = sim.recorder.len();
-    daemon.dialog.commands.send(DialogCommand::Volume(VolumeCommand::Set(44))).await.expect("volume");
+    daemon
+        .dialog
+        .commands
+        .send(DialogCommand::Volume(VolumeCommand::Set(44)))
+        .await
+        .expect("volume");
     sim.recorder
-        .wait_for(mark, WAIT, "VolumeChanged after the refresh", |r| r.event.as_ref().is_some_and(|e| e.name == "VolumeChanged"))
+        .wait_for(mark, WAIT, "VolumeChanged after the refresh", |r| {
+            r.event.as_ref().is_some_and(|e| e.name == "VolumeChanged")
+        })
         .await
         .expect("VolumeChanged");
     shutdown.cancel();
     let _ = daemon.supervise().await;
     let second = stored_tokens(&dir);
-    assert_ne!(first.access_token, second.access_token, "the 403 caused a refresh");
+    assert_ne!(
+        first.access_token, second.access_token,
+        "the 403 caused a refresh"
+    );
 
     let path = avsd::auth::token_store::token_path(&dir.join("state"));
-    let mode = std::fs::metadata(&path).expect("token file").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&path)
+        .expect("token file")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600, "{} has mode {mode:o}", path.display());
 
     let log = log_text();
     assert!(log.contains("TRACE"), "the capture holds TRACE lines");
-    assert!(log.contains("h2::") && log.contains("rustls::"), "third-party crates are captured too");
-    assert!(log.len() > 10_000, "the capture holds the whole run ({} bytes)", log.len());
+    assert!(
+        log.contains("h2::") && log.contains("rustls::"),
+        "third-party crates are captured too"
+    );
+    assert!(
+        log.len() > 10_000,
+        "the capture holds the whole run ({} bytes)",
+        log.len()
+    );
     for (what, token) in [
         ("first access token", &first.access_token),
         ("first refresh token", &first.refresh_token),
@@ -217,7 +302,11 @@ async fn token_file_is_0600_and_no_token_reaches_the_logs_at_trace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sim_refuses_bad_expired_and_foreign_tokens() {
     captured();
-    let sim = sim_with(LwaConfig { access_token_lifetime: Duration::from_millis(600), ..LwaConfig::default() }).await;
+    let sim = sim_with(LwaConfig {
+        access_token_lifetime: Duration::from_millis(600),
+        ..LwaConfig::default()
+    })
+    .await;
     let foreign_sim = sim_with(LwaConfig::default()).await;
     let good = sim.token("SN-SEC-1");
     let foreign = foreign_sim.token("SN-SEC-1");
@@ -225,16 +314,40 @@ async fn the_sim_refuses_bad_expired_and_foreign_tokens() {
     tampered.pop();
     tampered.push(if good.ends_with('A') { 'B' } else { 'A' });
     let mut c = sim.client().await.expect("client");
-    assert_eq!(c.ping(&good).await.expect("ping").status, 204, "a good token is accepted");
-    for (what, token) in [("bad", tampered.as_str()), ("foreign", foreign.as_str()), ("empty", "")] {
-        assert_eq!(c.ping(token).await.expect("ping").status, 403, "{what} token on /ping");
-        assert_eq!(c.open_downchannel(token).await.expect("downchannel").status, 403, "{what} token on the downchannel");
+    assert_eq!(
+        c.ping(&good).await.expect("ping").status,
+        204,
+        "a good token is accepted"
+    );
+    for (what, token) in [
+        ("bad", tampered.as_str()),
+        ("foreign", foreign.as_str()),
+        ("empty", ""),
+    ] {
+        assert_eq!(
+            c.ping(token).await.expect("ping").status,
+            403,
+            "{what} token on /ping"
+        );
+        assert_eq!(
+            c.open_downchannel(token).await.expect("downchannel").status,
+            403,
+            "{what} token on the downchannel"
+        );
     }
     // The same token once expired.
     let expires = tokio::time::Instant::now() + Duration::from_millis(700);
     tokio::time::sleep_until(expires).await;
-    assert_eq!(c.ping(&good).await.expect("ping").status, 403, "expired token on /ping");
-    assert_eq!(c.open_downchannel(&good).await.expect("downchannel").status, 403, "expired token on the downchannel");
+    assert_eq!(
+        c.ping(&good).await.expect("ping").status,
+        403,
+        "expired token on /ping"
+    );
+    assert_eq!(
+        c.open_downchannel(&good).await.expect("downchannel").status,
+        403,
+        "expired token on the downchannel"
+    );
 
     // The daemon holding foreign tokens: the downchannel is refused, the refresh is refused,
     // and the link asks for a new login instead of connecting.
@@ -246,7 +359,9 @@ async fn the_sim_refuses_bad_expired_and_foreign_tokens() {
     cfg.device.serial_number = cfg_foreign.device.serial_number.clone();
     let mark = sim.recorder.len();
     let shutdown = CancellationToken::new();
-    let daemon = Daemon::start(Arc::new(cfg), shutdown.clone()).await.expect("daemon");
+    let daemon = Daemon::start(Arc::new(cfg), shutdown.clone())
+        .await
+        .expect("daemon");
     // The refused refresh removes the token file (the auth task's "needs login" state). The
     // link only shows NeedsLogin after its token wait (30 s) runs out, so that is not awaited.
     let token_file = dir.join("state").join(avsd::auth::token_store::TOKEN_FILE);
@@ -258,13 +373,27 @@ async fn the_sim_refuses_bad_expired_and_foreign_tokens() {
     .await;
     assert!(removed.is_ok(), "the rejected tokens were not dropped");
     let state = daemon.link.borrow().clone();
-    assert!(matches!(state, LinkState::Connecting | LinkState::WaitingToRetry { .. } | LinkState::NeedsLogin), "{state:?}");
     assert!(
-        sim.recorder.records().iter().skip(mark).any(|r| r.path == avs_proto::DIRECTIVES_PATH && r.status == Some(403)),
+        matches!(
+            state,
+            LinkState::Connecting | LinkState::WaitingToRetry { .. } | LinkState::NeedsLogin
+        ),
+        "{state:?}"
+    );
+    assert!(
+        sim.recorder
+            .records()
+            .iter()
+            .skip(mark)
+            .any(|r| r.path == avs_proto::DIRECTIVES_PATH && r.status == Some(403)),
         "the sim refused the foreign token on the downchannel"
     );
     assert!(
-        !sim.recorder.records().iter().skip(mark).any(|r| r.path == avs_proto::DIRECTIVES_PATH && r.status == Some(200)),
+        !sim.recorder
+            .records()
+            .iter()
+            .skip(mark)
+            .any(|r| r.path == avs_proto::DIRECTIVES_PATH && r.status == Some(200)),
         "a downchannel was opened with foreign tokens"
     );
     shutdown.cancel();
