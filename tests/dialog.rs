@@ -7,7 +7,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use avs_testkit::audio::{AudioRig, find_clip, read_wav_mono, reference_decode_mp3, with_virtual_audio};
+use avs_testkit::audio::{
+    AudioRig, find_clip, read_wav_mono, reference_decode_mp3, with_virtual_audio,
+};
 use avsd::dialog::{DialogCommand, DialogStep};
 use common::*;
 
@@ -163,9 +165,12 @@ fn barge_in_during_interim_drops_the_old_final() {
 
 #[test]
 fn final_with_replace_all_interrupts_the_interim() {
-    with_virtual_audio("final_with_replace_all_interrupts_the_interim", RATE, |rig| {
-        feed_mic(rig);
-        runtime().block_on(async {
+    with_virtual_audio(
+        "final_with_replace_all_interrupts_the_interim",
+        RATE,
+        |rig| {
+            feed_mic(rig);
+            runtime().block_on(async {
             let scenario = "[[turn]]\ninterim = [{ text = \"This interim answer keeps talking for a good while, long enough to be cut off by the final answer that replaces everything.\", delay_ms = 100 }, { text = \"A second interim that is never heard.\", delay_ms = 1500 }]\nfinal_speech = \"Replacing everything.\"\nplay_behavior = \"REPLACE_ALL\"\n";
             let sim = sim(scenario).await;
             let dir = test_dir("replace-all");
@@ -182,5 +187,6 @@ fn final_with_replace_all_interrupts_the_interim() {
             assert_eq!(events[2].1, events[3].1);
             assert_ne!(events[0].1, events[2].1);
         });
-    });
+        },
+    );
 }

@@ -230,7 +230,11 @@ async fn refreshes_ahead_of_expiry_and_on_demand_and_stores_the_new_token() {
         .unwrap();
     assert!(t1.elapsed() < Duration::from_secs(2), "{:?}", t1.elapsed());
     assert_ne!(token.borrow_and_update().clone().unwrap(), second);
-    assert_eq!(*auth.state().borrow(), AuthState::Authorized);
+    let mut state = auth.state();
+    tokio::time::timeout(WAIT, state.wait_for(|s| *s == AuthState::Authorized))
+        .await
+        .unwrap()
+        .unwrap();
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -272,6 +276,78 @@ async fn a_rejected_refresh_token_means_needs_login_for_auth_and_link() {
         *s == LinkState::NeedsLogin
     })
     .await;
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_403_gets_a_real_refresh_and_the_event_goes_through_with_the_new_token() {
+    let sim = Sim::start(SimConfig::default()).await;
+    let dir = state_dir("event403");
+    let (access, refresh) = sim.handle.admin.issue_token(CLIENT_ID, PRODUCT_ID, SERIAL);
+    token_store::save(
+        &dir,
+        &StoredTokens::issued(
+            access,
+            refresh,
+            Duration::from_secs(3600),
+            SystemTime::now(),
+        ),
+    )
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    let (auth, auth_task) = spawn_auth(auth_config(&sim, &dir), shutdown.clone()).unwrap();
+    tokio::spawn(auth_task);
+    let mut token = auth.access_token();
+    let before = token.borrow_and_update().clone().unwrap();
+    let (tx, _rx) = mpsc::channel(8);
+    let (mut link, task) = spawn_link(
+        sim.link_config(&sim.handle.url),
+        auth,
+        context_provider(),
+        tx,
+        shutdown.clone(),
+    );
+    tokio::spawn(task);
+    connected(&mut link.state).await;
+    sim.handle
+        .admin
+        .fault(&avs_sim::Fault::FailEvents {
+            status: 403,
+            count: 1,
+        })
+        .await
+        .unwrap();
+    let mark = sim.handle.recorder.len();
+    let ev = avs_proto::Event::raw(
+        "Speaker",
+        "VolumeChanged",
+        serde_json::json!({"volume": 3, "muted": false}),
+    );
+    let id = ev.header.message_id.clone();
+    link.outbox.send(ev);
+    tokio::time::timeout(WAIT, token.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(token.borrow_and_update().clone().unwrap(), before);
+    sim.handle
+        .recorder
+        .wait_for(mark, WAIT, "event accepted", |r| {
+            r.event.as_ref().is_some_and(|e| e.message_id == id) && r.status == Some(204)
+        })
+        .await
+        .unwrap();
+    let token_refreshes = sim
+        .handle
+        .recorder
+        .records()
+        .iter()
+        .skip(mark)
+        .filter(|r| r.path == "/auth/O2/token" && r.status == Some(200))
+        .count();
+    assert_eq!(token_refreshes, 1);
+    assert_eq!(*link.state.borrow(), LinkState::Connected);
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -667,6 +667,47 @@ async fn rate_limit_spaces_attempts_of_a_flapping_link() {
     shutdown.cancel();
 }
 
+/// Starts a TAP Recognize fed with a 440 Hz burst in real-time 10 ms chunks (through a channel
+/// of two chunks, so the feeder cannot run ahead of the network) until it is aborted.
+#[allow(clippy::unwrap_used)] // a test helper: a refused Recognize fails the test
+fn start_recognize(
+    link: &avsd::transport::LinkHandle,
+) -> (
+    String,
+    avsd::transport::RecognizeHandle,
+    tokio::task::JoinHandle<()>,
+) {
+    let dialog = avs_proto::new_message_id();
+    let recognize = avs_proto::Event::raw(
+        "SpeechRecognizer",
+        "Recognize",
+        json!({"profile": "NEAR_FIELD", "format": avs_proto::AUDIO_FORMAT_L16, "initiator": {"type": "TAP", "payload": {}}}),
+    )
+    .with_dialog(Some(dialog.clone()))
+    .with_context(context_provider()());
+    let (audio_tx, audio_rx) = mpsc::channel::<Bytes>(2);
+    let handle = link.outbox.send_recognize(recognize, audio_rx).unwrap();
+    let feeder = tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_millis(10));
+        for i in 0..500u32 {
+            interval.tick().await;
+            let chunk: Vec<u8> = (0..160u32)
+                .flat_map(|s| {
+                    // 300 ms of silence, an 800 ms "utterance", then silence for the
+                    // end-of-speech detector to find.
+                    let amplitude = if (30..110).contains(&i) { 8000.0 } else { 0.0 };
+                    let t = (i * 160 + s) as f32 / 16000.0;
+                    (((t * 440.0 * std::f32::consts::TAU).sin() * amplitude) as i16).to_le_bytes()
+                })
+                .collect();
+            if audio_tx.send(Bytes::from(chunk)).await.is_err() {
+                break;
+            }
+        }
+    });
+    (dialog, handle, feeder)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recognize_streams_audio_while_its_response_is_read() {
     let sim = Sim::start(SimConfig {
@@ -687,38 +728,14 @@ async fn recognize_streams_audio_while_its_response_is_read() {
     tokio::spawn(task);
     connected(&mut link.state).await;
 
-    let dialog = avs_proto::new_message_id();
-    let recognize = avs_proto::Event::raw(
-        "SpeechRecognizer",
-        "Recognize",
-        json!({"profile": "NEAR_FIELD", "format": avs_proto::AUDIO_FORMAT_L16, "initiator": {"type": "TAP", "payload": {}}}),
-    )
-    .with_dialog(Some(dialog.clone()))
-    .with_context(context_provider()());
-    // A small channel: the feeder can only run ahead of the network by two chunks.
-    let (audio_tx, audio_rx) = mpsc::channel::<Bytes>(2);
-    let handle = link.outbox.send_recognize(recognize, audio_rx).unwrap();
-    // 10 ms chunks of a 440 Hz tone, paced in real time, until StopCapture or 5 s.
-    let feeder = tokio::spawn(async move {
-        let mut sent = 0usize;
-        let mut interval = tokio::time::interval(Duration::from_millis(10));
-        for i in 0..500u32 {
-            interval.tick().await;
-            let chunk: Vec<u8> = (0..160u32)
-                .flat_map(|s| {
-                    let t = (i * 160 + s) as f32 / 16000.0;
-                    (((t * 440.0 * std::f32::consts::TAU).sin() * 8000.0) as i16).to_le_bytes()
-                })
-                .collect();
-            sent += chunk.len();
-            if audio_tx.send(Bytes::from(chunk)).await.is_err() {
-                break;
-            }
-        }
-        (audio_tx, sent)
-    });
+    let (dialog, handle, feeder) = start_recognize(&link);
+    // StopCapture comes on the downchannel while the upload is still open.
     let stop = next_directive(&mut incoming, "SpeechRecognizer.StopCapture").await;
     assert_eq!(stop.dialog_request_id(), Some(dialog.as_str()));
+    assert!(
+        !feeder.is_finished(),
+        "audio was still streaming when StopCapture arrived"
+    );
     feeder.abort();
     let _ = feeder.await;
     let speak = next_directive(&mut incoming, "SpeechSynthesizer.Speak").await;
@@ -749,6 +766,122 @@ async fn recognize_streams_audio_while_its_response_is_read() {
     assert_eq!(
         rec.event.unwrap().dialog_request_id.as_deref(),
         Some(dialog.as_str())
+    );
+    assert!(rec.audio_wav.is_some(), "the sim heard the audio part");
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_reset_inside_an_attachment_fails_its_reader_not_the_connection() {
+    let sim = Sim::start(SimConfig {
+        max_recognize_audio: Duration::from_millis(1000),
+        ..SimConfig::default()
+    })
+    .await;
+    let (auth, _manual) = sim.manual_auth();
+    let (incoming_tx, mut incoming) = mpsc::channel(64);
+    let shutdown = CancellationToken::new();
+    let (mut link, task) = spawn_link(
+        sim.link_config(&sim.handle.url),
+        auth,
+        context_provider(),
+        incoming_tx,
+        shutdown.clone(),
+    );
+    tokio::spawn(task);
+    connected(&mut link.state).await;
+    let downchannels = count_downchannels(&sim);
+    sim.handle
+        .admin
+        .fault(&Fault::KillMidAttachment)
+        .await
+        .unwrap();
+    let (_dialog, handle, feeder) = start_recognize(&link);
+    next_directive(&mut incoming, "SpeechRecognizer.StopCapture").await;
+    feeder.abort();
+    let outcome = tokio::time::timeout(WAIT, handle.response)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(outcome, ResponseOutcome::Failed(_)), "{outcome:?}");
+    // h2 may discard the frames queued before the reset, so the Speak may never reach us; when
+    // it does, its attachment must end in an error, never as a clean (truncated) MP3.
+    while let Ok(item) = incoming.try_recv() {
+        if let Incoming::Directive(d) = item
+            && d.qualified_name() == "SpeechSynthesizer.Speak"
+        {
+            let cid = avs_proto::multipart::content_id_of_url(d.payload["url"].as_str().unwrap())
+                .unwrap();
+            let mut reader = link.attachments.reader(&cid);
+            let err = loop {
+                match tokio::time::timeout(WAIT, reader.next()).await.unwrap() {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => break e,
+                    None => panic!("a cut attachment must not end cleanly"),
+                }
+            };
+            assert!(
+                matches!(err, avsd::transport::AttachmentError::Interrupted { .. }),
+                "{err}"
+            );
+        }
+    }
+    // The connection is untouched and still carries events.
+    let mark = sim.handle.recorder.len();
+    link.outbox.send(event("VolumeChanged", 5));
+    sim.handle
+        .recorder
+        .wait_for_event_after(mark, "Speaker.VolumeChanged", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(count_downchannels(&sim), downchannels);
+    assert_eq!(*link.state.borrow(), LinkState::Connected);
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_event_response_ends_the_connection_and_the_event_is_sent_on_the_next() {
+    let sim = Sim::start(SimConfig::default()).await;
+    let (auth, _manual) = sim.manual_auth();
+    let (incoming_tx, _incoming) = mpsc::channel(32);
+    let shutdown = CancellationToken::new();
+    let tuning = LinkTuning {
+        event_response_timeout: Duration::from_millis(800),
+        ..LinkTuning::default()
+    };
+    let (mut link, task) = spawn_link_tuned(
+        sim.link_config(&sim.handle.url),
+        tuning,
+        auth,
+        context_provider(),
+        incoming_tx,
+        shutdown.clone(),
+    );
+    tokio::spawn(task);
+    connected(&mut link.state).await;
+    let downchannels = count_downchannels(&sim);
+    sim.handle
+        .admin
+        .fault(&Fault::StallEvents { count: 1 })
+        .await
+        .unwrap();
+    let mark = sim.handle.recorder.len();
+    let ev = event("VolumeChanged", 42);
+    let id = ev.header.message_id.clone();
+    link.outbox.send(ev);
+    sim.handle
+        .recorder
+        .wait_for(mark, WAIT, "event accepted", |r| {
+            r.event.as_ref().is_some_and(|e| e.message_id == id) && r.status == Some(204)
+        })
+        .await
+        .unwrap();
+    assert_eq!(count_downchannels(&sim), downchannels + 1, "reconnected");
+    let statuses = event_statuses_since(&sim, mark);
+    assert_eq!(
+        statuses.first(),
+        Some(&None),
+        "the stalled attempt: {statuses:?}"
     );
     shutdown.cancel();
 }

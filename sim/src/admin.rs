@@ -113,7 +113,8 @@ pub(crate) async fn apply_fault(shared: &Shared, fault: &Fault) -> Result<usize,
             Ok(targets.len())
         }
         Fault::MalformedDirective { device } => {
-            let broken = r#"{"directive":{"header":{"namespace":"Speaker","name":"SetVolume","messageId":"#;
+            let broken =
+                r#"{"directive":{"header":{"namespace":"Speaker","name":"SetVolume","messageId":"#;
             push(shared, device.as_deref(), broken.to_owned()).await
         }
         Fault::UnknownDirective { device } => {
@@ -190,9 +191,10 @@ pub(crate) async fn route(shared: &Arc<Shared>, method: &Method, path: &str, bod
             let records = serde_json::to_value(shared.recorder.records()).unwrap_or(Value::Null);
             Reply::json(StatusCode::OK, &records)
         }
-        (&Method::GET, "/admin/devices") => {
-            Reply::json(StatusCode::OK, &json!({"devices": shared.devices.serials()}))
-        }
+        (&Method::GET, "/admin/devices") => Reply::json(
+            StatusCode::OK,
+            &json!({"devices": shared.devices.serials()}),
+        ),
         _ => Reply::empty(StatusCode::NOT_FOUND),
     }
 }

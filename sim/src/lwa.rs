@@ -159,7 +159,8 @@ impl Lwa {
             .and_then(|s| serde_json::from_str(s).ok());
         let alexa = scope_data.as_ref().map(|v| &v["alexa:all"]);
         let product_id = alexa.and_then(|a| a["productID"].as_str());
-        let serial = alexa.and_then(|a| a["productInstanceAttributes"]["deviceSerialNumber"].as_str());
+        let serial =
+            alexa.and_then(|a| a["productInstanceAttributes"]["deviceSerialNumber"].as_str());
         let (Some(product_id), Some(serial)) = (product_id, serial) else {
             return error(
                 "invalid_request",
@@ -227,7 +228,10 @@ impl Lwa {
             return error("slow_down", "polling faster than interval");
         }
         if !pair.approved {
-            return error("authorization_pending", "the user has not entered the code yet");
+            return error(
+                "authorization_pending",
+                "the user has not entered the code yet",
+            );
         }
         let Some(pair) = state.pairs.remove(device_code) else {
             return error("invalid_code_pair", "unknown code pair");
@@ -240,7 +244,10 @@ impl Lwa {
     fn refresh_grant(&self, form: &HashMap<String, String>) -> Reply {
         let (Some(refresh), Some(client_id)) = (form.get("refresh_token"), form.get("client_id"))
         else {
-            return error("invalid_request", "refresh_token and client_id are required");
+            return error(
+                "invalid_request",
+                "refresh_token and client_id are required",
+            );
         };
         if !self.client_known(client_id) {
             return error("invalid_client", "unknown client_id");
@@ -300,7 +307,10 @@ impl Lwa {
         let mut state = self.lock();
         state.refresh.insert(refresh.clone(), grant.clone());
         let (_, v) = Self::issue(&self.config, &mut state, grant, refresh.clone());
-        (v["access_token"].as_str().unwrap_or_default().to_owned(), refresh)
+        (
+            v["access_token"].as_str().unwrap_or_default().to_owned(),
+            refresh,
+        )
     }
 
     /// Checks an `authorization` header value.
@@ -332,7 +342,10 @@ mod tests {
     use super::*;
 
     fn form(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     const CLIENT: &str = "amzn1.application-oa2-client.test";
@@ -353,7 +366,11 @@ mod tests {
         assert_eq!(s, StatusCode::OK);
         let dc = v["device_code"].as_str().unwrap();
         let uc = v["user_code"].as_str().unwrap();
-        let poll = form(&[("grant_type", "device_code"), ("device_code", dc), ("user_code", uc)]);
+        let poll = form(&[
+            ("grant_type", "device_code"),
+            ("device_code", dc),
+            ("user_code", uc),
+        ]);
         assert_eq!(lwa.token(&poll).1["error"], "authorization_pending");
         assert_eq!(lwa.token(&poll).1["error"], "slow_down");
         assert!(lwa.approve(uc));
@@ -363,7 +380,9 @@ mod tests {
         let access = v["access_token"].as_str().unwrap();
         assert!(access.starts_with("Atza|"));
         assert_eq!(
-            lwa.check_bearer(Some(&format!("Bearer {access}"))).unwrap().device_serial,
+            lwa.check_bearer(Some(&format!("Bearer {access}")))
+                .unwrap()
+                .device_serial,
             "SN1"
         );
         // A used pair is gone.

@@ -84,7 +84,8 @@ async fn main() -> anyhow::Result<()> {
             "pid": std::process::id(),
         });
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, ready.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::write(&tmp, ready.to_string())
+            .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -47,6 +47,7 @@ pub struct LiveRequests {
     /// Open skill sessions by deviceId, kept here because a skill session spans turns exactly
     /// as long as the skill host's registry does (see [`crate::skill`]).
     sessions: Arc<Mutex<HashMap<String, crate::skill::SkillSession>>>,
+    session_idle_timeout: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -61,7 +62,8 @@ struct Entry {
     api_access_token: String,
     request_type: String,
     dialog_request_id: String,
-    sink: TurnSink,
+    /// Dropped on completion: the turn's response stream ends when its last sink goes.
+    sink: Option<TurnSink>,
     token_expires: Instant,
     completed: bool,
     /// PRs accepted so far; the n-th gets number n.
@@ -121,7 +123,19 @@ impl LiveRequests {
             inner: Arc::new(Mutex::new(Registry::default())),
             token_lifetime: lifetime,
             sessions: Arc::new(Mutex::new(HashMap::new())),
+            session_idle_timeout: crate::skill::SESSION_IDLE_TIMEOUT,
         }
+    }
+
+    /// A skill session left open longer than `timeout` without a turn (the user never answered
+    /// its ExpectSpeech) is ended before the device's next turn instead of continued.
+    pub fn with_session_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.session_idle_timeout = timeout;
+        self
+    }
+
+    pub(crate) fn session_idle_timeout(&self) -> Duration {
+        self.session_idle_timeout
     }
 
     /// Makes `request_id` live: PRs with `api_access_token` and this requestId are delivered to
@@ -149,7 +163,7 @@ impl LiveRequests {
                 api_access_token: api_access_token.to_owned(),
                 request_type: request_type.to_owned(),
                 dialog_request_id: dialog_request_id.to_owned(),
-                sink,
+                sink: Some(sink),
                 token_expires: now + self.token_lifetime,
                 completed: false,
                 accepted: 0,
@@ -163,8 +177,8 @@ impl LiveRequests {
     }
 
     /// Handles `POST /v1/directives`: the status to answer and, for errors, the JSON body.
-    /// Returns once an accepted PR has been written to the turn's sink, so a skill that waits for
-    /// the 204 knows its interim speech is ahead of its final response.
+    /// An accepted PR is answered `204` at once; its Speak reaches the turn's sink shortly after,
+    /// always ahead of the final response (see [`LiveRequestGuard::complete_and_flush`]).
     pub async fn handle_post(
         &self,
         authorization: Option<&str>,
@@ -177,19 +191,11 @@ impl LiveRequests {
                 return (rejection.status, Some(rejection.body()));
             }
         };
-        // Its own task: if the skill hangs up mid-way, later PRs and the final response must not
-        // wait for a delivery that was cancelled with this future.
-        match tokio::spawn(deliver(accepted)).await {
-            Ok(Ok(())) => (StatusCode::NO_CONTENT, None),
-            Ok(Err(rejection)) => (rejection.status, Some(rejection.body())),
-            Err(e) => {
-                let rejection = Rejection::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("delivery task failed: {e}"),
-                );
-                (rejection.status, Some(rejection.body()))
-            }
-        }
+        // Answered at once, as Alexa does; the speech is rendered and delivered on its own task
+        // (bounded by FLUSH_TIMEOUT and the synthesis), in acceptance order, and the final
+        // response waits for it in `complete_and_flush`. A skill hanging up cannot cancel it.
+        tokio::spawn(deliver(accepted));
+        (StatusCode::NO_CONTENT, None)
     }
 
     /// Number of PRs accepted for `request_id` (for tests and logs).
@@ -281,13 +287,19 @@ impl LiveRequests {
                 format!("at most {MAX_PER_REQUEST} progressive responses per request"),
             ));
         }
+        let Some(sink) = entry.sink.clone() else {
+            return Err(Rejection::new(
+                StatusCode::FORBIDDEN,
+                "the request already completed",
+            ));
+        };
         entry.accepted += 1;
         Ok(Accepted {
             number: entry.accepted,
             request_id: request_id.to_owned(),
             dialog_request_id: entry.dialog_request_id.clone(),
             speech: speech.to_owned(),
-            sink: entry.sink.clone(),
+            sink,
             delivered: entry.delivered.clone(),
         })
     }
@@ -345,6 +357,7 @@ impl LiveRequests {
         let mut registry = self.lock();
         let entry = registry.by_request.get_mut(request_id)?;
         entry.completed = true;
+        entry.sink = None;
         Some((entry.accepted, entry.delivered.subscribe()))
     }
 }
@@ -406,7 +419,7 @@ impl Drop for LiveRequestGuard {
 }
 
 /// Renders the speech and writes the Speak to the sink, in acceptance order.
-async fn deliver(pr: Accepted) -> Result<(), Rejection> {
+async fn deliver(pr: Accepted) {
     let token = format!("pr-{}-{}", pr.number, pr.request_id);
     let content_id = token.clone();
     let speech_text = pr.speech.clone();
@@ -416,7 +429,7 @@ async fn deliver(pr: Accepted) -> Result<(), Rejection> {
     // Earlier PRs may still be rendering: wait for their turn (bounded), then take ours.
     let turn = delivered.wait_for(|n| *n + 1 >= pr.number);
     let _ = tokio::time::timeout(FLUSH_TIMEOUT, turn).await;
-    let outcome = match rendered {
+    match rendered {
         Ok(Ok(mp3)) => {
             let dialog = (!pr.dialog_request_id.is_empty()).then(|| pr.dialog_request_id.clone());
             let json = avs_proto::Directive::build(
@@ -433,22 +446,19 @@ async fn deliver(pr: Accepted) -> Result<(), Rejection> {
             } else {
                 tracing::info!(request_id = %pr.request_id, number = pr.number, "progressive response delivered");
             }
-            Ok(())
+        }
+        Ok(Err(speech::SpeechError::NothingToSay)) => {
+            // Valid but silent (punctuation only, say): Alexa would play nothing either.
+            tracing::info!(request_id = %pr.request_id, number = pr.number, "progressive response has nothing to say");
         }
         Ok(Err(e)) => {
             tracing::warn!(request_id = %pr.request_id, error = %e, "progressive response speech failed");
-            Err(Rejection::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("speech synthesis failed: {e}"),
-            ))
         }
-        Err(e) => Err(Rejection::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("speech synthesis task failed: {e}"),
-        )),
-    };
+        Err(e) => {
+            tracing::warn!(request_id = %pr.request_id, error = %e, "progressive response speech task failed");
+        }
+    }
     pr.delivered.send_modify(|n| *n = (*n).max(pr.number));
-    outcome
 }
 
 fn speak_payload(content_id: &str, token: &str) -> Value {
@@ -501,7 +511,30 @@ fn validate_speech(speech: &str) -> Result<(), Rejection> {
     }
     check_ssml_nesting(trimmed).map_err(|reason| {
         Rejection::new(StatusCode::BAD_REQUEST, format!("invalid SSML: {reason}"))
-    })
+    })?;
+    if !has_ssml_content(trimmed) {
+        return Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "directive.speech is empty once its SSML tags are removed",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether well-formed SSML says or plays anything: text outside tags, or an `<audio>` clip.
+fn has_ssml_content(ssml: &str) -> bool {
+    let mut rest = ssml;
+    while let Some(open) = rest.find('<') {
+        if !rest[..open].trim().is_empty() {
+            return true;
+        }
+        let tag = &rest[open + 1..];
+        if tag.starts_with("audio") {
+            return true;
+        }
+        rest = tag.find('>').map_or("", |close| &tag[close + 1..]);
+    }
+    !rest.trim().is_empty()
 }
 
 /// Tags open and close in order, and `<speak>` is the one root element.

@@ -62,22 +62,28 @@ pub async fn route(shared: &Arc<Shared>, parts: &http::request::Parts, body: Byt
                 (s, None) => Reply::empty(s),
             }
         }
-        (&Method::GET, p) if p.starts_with("/media/") => match shared.media(&p["/media/".len()..]) {
-            Some(mp3) => Reply {
-                status: StatusCode::OK,
-                content_type: Some("audio/mpeg"),
-                body: mp3,
-            },
-            None => Reply::empty(StatusCode::NOT_FOUND),
-        },
+        (&Method::GET, p) if p.starts_with("/media/") => {
+            match shared.media(&p["/media/".len()..]) {
+                Some(mp3) => Reply {
+                    status: StatusCode::OK,
+                    content_type: Some("audio/mpeg"),
+                    body: mp3,
+                },
+                None => Reply::empty(StatusCode::NOT_FOUND),
+            }
+        }
         (_, p) if p.starts_with("/admin/") => crate::admin::route(shared, method, p, &body).await,
         _ => Reply::empty(StatusCode::NOT_FOUND),
     };
     // Admin reads of the recorder would otherwise record themselves.
     if !path.starts_with("/admin/") {
-        shared
-            .recorder
-            .record(method.as_str(), path, Some(reply.status.as_u16()), None, None);
+        shared.recorder.record(
+            method.as_str(),
+            path,
+            Some(reply.status.as_u16()),
+            None,
+            None,
+        );
     }
     reply
 }

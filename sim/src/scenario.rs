@@ -77,10 +77,17 @@ impl Scenario {
             if t.interim.iter().any(|i| i.text.trim().is_empty()) {
                 return Err(invalid("interim text is empty"));
             }
-            if t.final_speech.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            if t.final_speech
+                .as_deref()
+                .is_some_and(|s| s.trim().is_empty())
+            {
                 return Err(invalid("final_speech is empty"));
             }
-            for d in t.directives.iter().chain(t.downchannel.iter().map(|p| &p.directive)) {
+            for d in t
+                .directives
+                .iter()
+                .chain(t.downchannel.iter().map(|p| &p.directive))
+            {
                 if d.namespace.is_empty() || d.name.is_empty() {
                     return Err(invalid("a directive needs namespace and name"));
                 }

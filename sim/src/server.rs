@@ -48,7 +48,10 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, acceptor: TlsAccept
         }
     }
     tracker.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT * 2, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT * 2, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open at shutdown");
     }
 }

@@ -11,16 +11,21 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use avs_proto::Header;
-use avs_proto::interfaces::{audio_player, speech_recognizer, speech_synthesizer};
-use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
+
+mod ask;
+mod directives;
+
+use ask::{
+    OutputSpeech, ResponseEnvelope, application_id, envelope, intent_request, launch_request,
+    new_api_access_token, new_request_id, session_ended_request,
+};
+use directives::{audio_directive, expect_speech_directive, speak_directive};
 
 use crate::progressive::LiveRequests;
-use crate::speech::{self, SpeechError};
+use crate::speech::SpeechError;
 use crate::turn::{TurnDirective, TurnSink};
 
 /// How long a skill has for its whole answer, progressive responses included (ASK: ~8 s).
@@ -29,6 +34,9 @@ pub const SKILL_TIMEOUT: Duration = Duration::from_secs(8);
 const SESSION_ENDED_TIMEOUT: Duration = Duration::from_secs(3);
 /// `ExpectSpeech.timeoutInMilliseconds` when a skill keeps its session open.
 pub const EXPECT_SPEECH_TIMEOUT_MS: u64 = 8000;
+/// An open session with no turn for this long has been abandoned: the device's ExpectSpeech
+/// (8 s), a reprompt and a second ExpectSpeech are over, so Alexa would have ended it.
+pub const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// What Alexa says when a skill fails.
 pub const SKILL_FAILURE_SPEECH: &str = "There was a problem with the requested skill's response.";
 /// Largest skill response read.
@@ -123,6 +131,8 @@ pub(crate) struct SkillSession {
     reprompt: Option<OutputSpeech>,
     reprompt_used: bool,
     dialog_request_id: String,
+    /// When the last turn of the session ended.
+    idle_since: Instant,
 }
 
 impl SkillSession {
@@ -139,54 +149,9 @@ impl SkillSession {
             reprompt: None,
             reprompt_used: false,
             dialog_request_id: turn.dialog_request_id.clone(),
+            idle_since: Instant::now(),
         }
     }
-}
-
-/// `outputSpeech` of a skill response.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OutputSpeech {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    text: Option<String>,
-    ssml: Option<String>,
-    play_behavior: Option<speech_synthesizer::PlayBehavior>,
-}
-
-impl OutputSpeech {
-    /// The text or SSML to speak, by `type` (falling back to whichever is present).
-    fn speech(&self) -> Option<&str> {
-        let speech = match self.kind.as_deref() {
-            Some("SSML") => self.ssml.as_deref(),
-            Some("PlainText") => self.text.as_deref(),
-            _ => self.ssml.as_deref().or(self.text.as_deref()),
-        };
-        speech.filter(|s| !s.trim().is_empty())
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Reprompt {
-    output_speech: Option<OutputSpeech>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SkillResponse {
-    output_speech: Option<OutputSpeech>,
-    reprompt: Option<Reprompt>,
-    should_end_session: Option<bool>,
-    #[serde(default)]
-    directives: Option<Vec<Value>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseEnvelope {
-    session_attributes: Option<Map<String, Value>>,
-    response: Option<SkillResponse>,
 }
 
 /// Answers one turn with the skill at `turn.endpoint`. Progressive responses the skill sends
@@ -210,6 +175,18 @@ pub async fn run_turn_with_deadline(
 ) -> Result<(), SkillError> {
     let client = http_client()?;
     let (mut session, new) = match live.take_session(&turn.device_id) {
+        Some(open) if open.idle_since.elapsed() > live.session_idle_timeout() => {
+            // Nobody answered its ExpectSpeech: Alexa would have ended it long ago.
+            end_with(
+                &client,
+                live,
+                open,
+                SessionEndReason::ExceededMaxReprompts,
+                None,
+            )
+            .await;
+            (SkillSession::open(&turn), true)
+        }
         Some(open) if open.endpoint == turn.endpoint => (open, false),
         Some(other) => {
             // The user moved on to another skill: the old one hears that its session is over.
@@ -256,6 +233,7 @@ pub async fn run_turn_with_deadline(
     match outcome {
         Ok(keep_open) => {
             if keep_open {
+                session.idle_since = Instant::now();
                 live.store_session(&turn.device_id, session);
             }
             Ok(())
@@ -275,7 +253,6 @@ pub async fn run_turn_with_deadline(
             tracing::warn!(%request_id, error = %e, "skill turn failed");
             let apology =
                 speak_directive(&turn.dialog_request_id, SKILL_FAILURE_SPEECH, None).await;
-            end_with(&client, live, session, SessionEndReason::Error, Some(&e)).await;
             let told = match apology {
                 Ok(directive) => sink.send(directive).await.is_ok(),
                 Err(_) => false,
@@ -283,6 +260,9 @@ pub async fn run_turn_with_deadline(
             if !told {
                 tracing::warn!(%request_id, "could not tell the device the skill failed");
             }
+            // The device's answer is complete: its stream need not wait for the skill's goodbye.
+            drop(sink);
+            end_with(&client, live, session, SessionEndReason::Error, Some(&e)).await;
             Err(e)
         }
     }
@@ -330,6 +310,7 @@ pub async fn expect_speech_timed_out(
             sink.send(expect_speech_directive(&dialog))
                 .await
                 .map_err(|_| SkillError::TurnClosed)?;
+            session.idle_since = Instant::now();
             live.store_session(device_id, session);
             Ok(true)
         }
@@ -392,108 +373,6 @@ async fn render(
     Ok(keep_open)
 }
 
-/// A `SpeechSynthesizer.Speak` with the speech rendered to MP3 (ENQUEUE unless the skill said
-/// otherwise, so it never cuts interim speech off).
-async fn speak_directive(
-    dialog_request_id: &str,
-    speech: &str,
-    behavior: Option<speech_synthesizer::PlayBehavior>,
-) -> Result<TurnDirective, SkillError> {
-    let text = speech.to_owned();
-    let mp3: Bytes = tokio::task::spawn_blocking(move || speech::synthesize_mp3(&text))
-        .await
-        .map_err(SkillError::SpeechTask)?
-        .map_err(SkillError::Speech)?;
-    let token = format!("amzn1.as-ct.v1.sim-tts.{}", uuid::Uuid::new_v4().simple());
-    let content_id = format!("tts-{}", uuid::Uuid::new_v4().simple());
-    let payload = speech_synthesizer::Speak {
-        url: format!("cid:{content_id}"),
-        format: "AUDIO_MPEG".to_owned(),
-        token,
-        play_behavior: Some(behavior.unwrap_or(speech_synthesizer::PlayBehavior::Enqueue)),
-        caption: None,
-    };
-    let json = avs_proto::Directive::build(
-        header(speech_synthesizer::NAMESPACE, "Speak", dialog_request_id),
-        serde_json::to_value(payload).unwrap_or(Value::Null),
-    );
-    Ok(TurnDirective {
-        json,
-        attachment: Some((content_id, mp3)),
-    })
-}
-
-fn expect_speech_directive(dialog_request_id: &str) -> TurnDirective {
-    let payload = speech_recognizer::ExpectSpeech {
-        timeout_in_milliseconds: EXPECT_SPEECH_TIMEOUT_MS,
-        initiator: None,
-    };
-    TurnDirective {
-        json: avs_proto::Directive::build(
-            header(
-                speech_recognizer::NAMESPACE,
-                "ExpectSpeech",
-                dialog_request_id,
-            ),
-            serde_json::to_value(payload).unwrap_or(Value::Null),
-        ),
-        attachment: None,
-    }
-}
-
-/// ASK `AudioPlayer.Play` / `Stop` / `ClearQueue` to their AVS counterparts.
-fn audio_directive(dialog_request_id: &str, directive: &Value) -> Option<String> {
-    let kind = directive.get("type")?.as_str()?;
-    let (name, payload) = match kind {
-        "AudioPlayer.Play" => {
-            let stream = directive.pointer("/audioItem/stream")?;
-            let token = stream.get("token")?.as_str()?.to_owned();
-            let play = audio_player::Play {
-                play_behavior: directive
-                    .get("playBehavior")
-                    .and_then(|b| serde_json::from_value(b.clone()).ok()),
-                audio_item: audio_player::AudioItem {
-                    audio_item_id: Some(token.clone()),
-                    stream: audio_player::Stream {
-                        url: stream.get("url")?.as_str()?.to_owned(),
-                        stream_format: None,
-                        offset_in_milliseconds: stream
-                            .get("offsetInMilliseconds")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(0),
-                        expiry_time: None,
-                        progress_report: None,
-                        token,
-                        expected_previous_token: stream
-                            .get("expectedPreviousToken")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned),
-                    },
-                },
-            };
-            ("Play", serde_json::to_value(play).ok()?)
-        }
-        "AudioPlayer.Stop" => ("Stop", json!({})),
-        "AudioPlayer.ClearQueue" => {
-            let behavior = directive
-                .get("clearBehavior")
-                .and_then(Value::as_str)
-                .unwrap_or("CLEAR_ENQUEUED");
-            ("ClearQueue", json!({ "clearBehavior": behavior }))
-        }
-        _ => return None,
-    };
-    Some(avs_proto::Directive::build(
-        header(audio_player::NAMESPACE, name, dialog_request_id),
-        payload,
-    ))
-}
-
-fn header(namespace: &str, name: &str, dialog_request_id: &str) -> Header {
-    Header::new(namespace, name)
-        .with_dialog((!dialog_request_id.is_empty()).then(|| dialog_request_id.to_owned()))
-}
-
 /// Sends `SessionEndedRequest` (best effort: its answer does not matter, and a skill that just
 /// failed may well fail this too).
 async fn end_with(
@@ -505,16 +384,8 @@ async fn end_with(
 ) {
     let request_id = new_request_id();
     let token = new_api_access_token();
-    let mut request = json!({
-        "type": "SessionEndedRequest",
-        "requestId": request_id,
-        "timestamp": timestamp(),
-        "locale": session.locale,
-        "reason": reason.as_str(),
-    });
-    if let Some(e) = error {
-        request["error"] = json!({ "type": e.session_error_type(), "message": e.to_string() });
-    }
+    let error = error.map(|e| (e.session_error_type(), e.to_string()));
+    let request = session_ended_request(&request_id, &session.locale, reason.as_str(), error);
     let envelope = envelope(&session, false, &token, request);
     // PRs are not allowed for a SessionEndedRequest; registering its token makes them 400, not 401.
     let (sink, _closed) = tokio::sync::mpsc::channel(1);
@@ -523,72 +394,6 @@ async fn end_with(
         Ok(_) => tracing::info!(%request_id, reason = reason.as_str(), "skill session ended"),
         Err(e) => tracing::info!(%request_id, error = %e, "SessionEndedRequest not answered"),
     }
-}
-
-/// The request envelope of "Handle Requests Sent by Alexa".
-fn envelope(session: &SkillSession, new: bool, api_access_token: &str, request: Value) -> Value {
-    let application = json!({ "applicationId": session.application_id });
-    let user = json!({ "userId": session.user_id });
-    json!({
-        "version": "1.0",
-        "session": {
-            "new": new,
-            "sessionId": session.session_id,
-            "application": application,
-            "user": user,
-            "attributes": session.attributes,
-        },
-        "context": {
-            "System": {
-                "application": application,
-                "user": user,
-                "device": {
-                    "deviceId": session.device_id,
-                    "supportedInterfaces": { "AudioPlayer": {} },
-                },
-                // No trailing '/': SDKs append "/v1/directives" to it.
-                "apiEndpoint": session.api_endpoint.as_str().trim_end_matches('/'),
-                "apiAccessToken": api_access_token,
-            },
-            "AudioPlayer": { "playerActivity": "IDLE" },
-        },
-        "request": request,
-    })
-}
-
-fn launch_request(request_id: &str, locale: &str) -> Value {
-    json!({
-        "type": "LaunchRequest",
-        "requestId": request_id,
-        "timestamp": timestamp(),
-        "locale": locale,
-        "shouldLinkResultBeReturned": false,
-    })
-}
-
-fn intent_request(
-    request_id: &str,
-    locale: &str,
-    intent: &str,
-    slots: &BTreeMap<String, String>,
-) -> Value {
-    let slots: Map<String, Value> = slots
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.clone(),
-                json!({ "name": name, "value": value, "confirmationStatus": "NONE", "source": "USER" }),
-            )
-        })
-        .collect();
-    json!({
-        "type": "IntentRequest",
-        "requestId": request_id,
-        "timestamp": timestamp(),
-        "locale": locale,
-        "dialogState": "COMPLETED",
-        "intent": { "name": intent, "confirmationStatus": "NONE", "slots": slots },
-    })
 }
 
 /// POSTs `envelope` and parses the answer, all within `deadline`.
@@ -647,38 +452,6 @@ fn http_client() -> Result<reqwest::Client, SkillError> {
         }
     };
     builder.build().map_err(SkillError::Client)
-}
-
-fn new_request_id() -> String {
-    format!("amzn1.echo-api.request.{}", uuid::Uuid::new_v4())
-}
-
-/// Opaque and unguessable, like Alexa's (which is a JWT; skills must not parse it).
-fn new_api_access_token() -> String {
-    format!(
-        "sim.{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
-}
-
-/// A stable applicationId per skill endpoint, so a skill sees the same id on every request.
-fn application_id(endpoint: &url::Url) -> String {
-    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-    for b in endpoint.as_str().bytes() {
-        h ^= u128::from(b);
-        h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
-    }
-    format!("amzn1.ask.skill.{}", uuid::Uuid::from_u128(h))
-}
-
-/// ISO 8601 in UTC to the second, as Alexa stamps requests.
-fn timestamp() -> String {
-    let format =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    time::OffsetDateTime::now_utc()
-        .format(&format)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

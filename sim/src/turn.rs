@@ -55,7 +55,12 @@ pub async fn synthesize(text: &str) -> Result<bytes::Bytes, TurnError> {
 }
 
 /// A `SpeechSynthesizer.Speak` for `mp3`, its attachment named after `token`.
-pub fn speak(dialog_request_id: &str, token: &str, play_behavior: &str, mp3: bytes::Bytes) -> TurnDirective {
+pub fn speak(
+    dialog_request_id: &str,
+    token: &str,
+    play_behavior: &str,
+    mp3: bytes::Bytes,
+) -> TurnDirective {
     let header = avs_proto::Header::new("SpeechSynthesizer", "Speak")
         .with_dialog(Some(dialog_request_id.to_owned()));
     let payload = json!({
@@ -76,11 +81,19 @@ async fn send(sink: &TurnSink, d: TurnDirective) -> Result<(), TurnError> {
 
 /// Plays `turn` into `sink`; returns when every directive of the response stream is written
 /// (downchannel pushes continue on their own task).
-pub async fn run(shared: Arc<Shared>, ctx: TurnContext, turn: Turn, sink: TurnSink) -> Result<(), TurnError> {
+pub async fn run(
+    shared: Arc<Shared>,
+    ctx: TurnContext,
+    turn: Turn,
+    sink: TurnSink,
+) -> Result<(), TurnError> {
     if let Some(skill) = turn.skill.clone() {
         return run_skill(&shared, &ctx, &skill, sink).await;
     }
-    if turn.interim.is_empty() && turn.final_speech.is_none() && shared.config.skill_endpoint.is_some() {
+    if turn.interim.is_empty()
+        && turn.final_speech.is_none()
+        && shared.config.skill_endpoint.is_some()
+    {
         return run_skill(&shared, &ctx, &crate::scenario::SkillSpec::default(), sink).await;
     }
     let dialog = ctx.dialog_request_id.as_str();
@@ -100,40 +113,64 @@ pub async fn run(shared: Arc<Shared>, ctx: TurnContext, turn: Turn, sink: TurnSi
         {
             let waited = shared
                 .recorder
-                .wait_for(0, HOLD_FINAL_TIMEOUT, "SpeechFinished of the last interim", |r| {
-                    r.event.as_ref().is_some_and(|e| {
-                        e.qualified_name() == "SpeechSynthesizer.SpeechFinished"
-                            && e.payload["token"].as_str() == Some(token.as_str())
-                    })
-                })
+                .wait_for(
+                    0,
+                    HOLD_FINAL_TIMEOUT,
+                    "SpeechFinished of the last interim",
+                    |r| {
+                        r.event.as_ref().is_some_and(|e| {
+                            e.qualified_name() == "SpeechSynthesizer.SpeechFinished"
+                                && e.payload["token"].as_str() == Some(token.as_str())
+                        })
+                    },
+                )
                 .await;
             if let Err(e) = waited {
                 tracing::warn!(error = %e, "sending the final speech without SpeechFinished");
             }
         }
         let token = format!("final-{short}");
-        send(&sink, speak(dialog, &token, turn.play_behavior.as_str(), mp3)).await?;
+        send(
+            &sink,
+            speak(dialog, &token, turn.play_behavior.as_str(), mp3),
+        )
+        .await?;
     }
     if let Some(timeout_ms) = turn.expect_speech_timeout_ms {
         let header = avs_proto::Header::new("SpeechRecognizer", "ExpectSpeech")
             .with_dialog(Some(dialog.to_owned()));
-        let json = avs_proto::DirectiveEnvelope::new(header, json!({"timeoutInMilliseconds": timeout_ms}))
-            .to_json();
-        send(&sink, TurnDirective { json, attachment: None }).await?;
+        let json =
+            avs_proto::DirectiveEnvelope::new(header, json!({"timeoutInMilliseconds": timeout_ms}))
+                .to_json();
+        send(
+            &sink,
+            TurnDirective {
+                json,
+                attachment: None,
+            },
+        )
+        .await?;
     }
     if let Some(play) = &turn.play {
         let mp3 = synthesize(&play.text).await?;
-        let token = play.token.clone().unwrap_or_else(|| format!("play-{short}"));
+        let token = play
+            .token
+            .clone()
+            .unwrap_or_else(|| format!("play-{short}"));
         let (url, attachment) = match play.source {
             PlaySource::Attachment => (format!("cid:{token}"), Some((token.clone(), mp3))),
             PlaySource::Url => {
                 let id = format!("{}.mp3", uuid::Uuid::new_v4().simple());
-                let url = shared.base_url.join(&format!("media/{id}")).map(|u| u.to_string());
+                let url = shared
+                    .base_url
+                    .join(&format!("media/{id}"))
+                    .map(|u| u.to_string());
                 shared.put_media(id, mp3);
                 (url.unwrap_or_default(), None)
             }
         };
-        let header = avs_proto::Header::new("AudioPlayer", "Play").with_dialog(Some(dialog.to_owned()));
+        let header =
+            avs_proto::Header::new("AudioPlayer", "Play").with_dialog(Some(dialog.to_owned()));
         let payload = json!({
             "playBehavior": play.play_behavior,
             "audioItem": {
@@ -147,7 +184,14 @@ pub async fn run(shared: Arc<Shared>, ctx: TurnContext, turn: Turn, sink: TurnSi
     for d in &turn.directives {
         let with_dialog = d.with_dialog.unwrap_or(true);
         let json = d.to_json(with_dialog.then_some(dialog));
-        send(&sink, TurnDirective { json, attachment: None }).await?;
+        send(
+            &sink,
+            TurnDirective {
+                json,
+                attachment: None,
+            },
+        )
+        .await?;
     }
     if !turn.downchannel.is_empty() {
         let pushes = turn.downchannel.clone();
@@ -157,7 +201,9 @@ pub async fn run(shared: Arc<Shared>, ctx: TurnContext, turn: Turn, sink: TurnSi
             for p in pushes {
                 tokio::time::sleep(Duration::from_millis(p.delay_ms)).await;
                 let with_dialog = p.directive.with_dialog.unwrap_or(false);
-                let json = p.directive.to_json(with_dialog.then_some(ctx.dialog_request_id.as_str()));
+                let json = p
+                    .directive
+                    .to_json(with_dialog.then_some(ctx.dialog_request_id.as_str()));
                 if let Err(e) = crate::admin::push(&shared, Some(&ctx.device_serial), json).await {
                     tracing::warn!(error = %e, "scenario downchannel push failed");
                 }
@@ -175,7 +221,11 @@ async fn run_skill(
 ) -> Result<(), TurnError> {
     let endpoint = match &skill.endpoint {
         Some(e) => url::Url::parse(e).map_err(|_| TurnError::BadSkillEndpoint(e.clone()))?,
-        None => shared.config.skill_endpoint.clone().ok_or(TurnError::NoSkillEndpoint)?,
+        None => shared
+            .config
+            .skill_endpoint
+            .clone()
+            .ok_or(TurnError::NoSkillEndpoint)?,
     };
     let turn = crate::skill::SkillTurn {
         endpoint,

@@ -1,5 +1,7 @@
 //! Bearer tokens on every AVS stream: missing, unknown and expired tokens get 403 with the
 //! UNAUTHORIZED_REQUEST_EXCEPTION body on the downchannel, on events and on /ping.
+// Integration tests: helpers panic on failure like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -27,12 +29,24 @@ async fn missing_and_unknown_tokens_get_403() {
     let sync = event("System", "SynchronizeState", json!({}));
     for token in [None, Some("Atza|not-issued")] {
         let r = c
-            .send(http::Method::GET, avs_proto::DIRECTIVES_PATH, token, None, bytes::Bytes::new())
+            .send(
+                http::Method::GET,
+                avs_proto::DIRECTIVES_PATH,
+                token,
+                None,
+                bytes::Bytes::new(),
+            )
             .await
             .unwrap();
         assert_403(r).await;
         let r = c
-            .send(http::Method::GET, avs_proto::PING_PATH, token, None, bytes::Bytes::new())
+            .send(
+                http::Method::GET,
+                avs_proto::PING_PATH,
+                token,
+                None,
+                bytes::Bytes::new(),
+            )
             .await
             .unwrap();
         assert_403(r).await;
@@ -56,7 +70,9 @@ async fn expired_tokens_get_403_and_a_refreshed_one_works() {
     .await
     .unwrap();
     let mut dev = connect_device(&sim, "SN-AUTH-2").await;
-    let (_, refresh) = sim.admin.issue_token(avs_testkit::sim::TEST_CLIENT_ID, "p", "SN-AUTH-2");
+    let (_, refresh) = sim
+        .admin
+        .issue_token(avs_testkit::sim::TEST_CLIENT_ID, "p", "SN-AUTH-2");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let token = dev.token.clone();
     let sync = event("System", "SynchronizeState", json!({}));
@@ -66,14 +82,25 @@ async fn expired_tokens_get_403_and_a_refreshed_one_works() {
         .client
         .post_form(
             "/auth/O2/token",
-            &[("grant_type", "refresh_token"), ("refresh_token", &refresh), ("client_id", avs_testkit::sim::TEST_CLIENT_ID)],
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                ("client_id", avs_testkit::sim::TEST_CLIENT_ID),
+            ],
         )
         .await
         .unwrap();
     assert_eq!(status, 200);
     let fresh = v["access_token"].as_str().unwrap();
-    assert_eq!(dev.client.post_event(fresh, &sync).await.unwrap().status, 204);
+    assert_eq!(
+        dev.client.post_event(fresh, &sync).await.unwrap().status,
+        204
+    );
     // The live downchannel survived the expiry.
     sim.admin.push(Some("SN-AUTH-2"), r#"{"directive":{"header":{"namespace":"System","name":"ResetUserInactivity","messageId":"x"},"payload":{}}}"#.into()).await.unwrap();
-    assert!(next_downchannel(&mut dev, Duration::from_secs(5)).await.is_some());
+    assert!(
+        next_downchannel(&mut dev, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
 }

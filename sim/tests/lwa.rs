@@ -1,5 +1,7 @@
 //! Code-based linking and refresh against the LWA stub, over TLS + HTTP/2 (and once over
 //! HTTP/1.1, the way Python skills and simple clients talk).
+// Integration tests: helpers panic on failure like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
@@ -44,7 +46,12 @@ async fn code_pair_pending_slow_down_approve_token_and_refresh() {
     assert_eq!(status, 200, "{pair}");
     assert_eq!(pair["expires_in"], 60);
     assert_eq!(pair["interval"], 1);
-    assert!(pair["verification_uri"].as_str().unwrap().starts_with("https://"));
+    assert!(
+        pair["verification_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://")
+    );
     let device_code = pair["device_code"].as_str().unwrap().to_owned();
     let user_code = pair["user_code"].as_str().unwrap().to_owned();
     let poll = [
@@ -54,9 +61,15 @@ async fn code_pair_pending_slow_down_approve_token_and_refresh() {
     ];
 
     let (status, v) = c.post_form("/auth/O2/token", &poll).await.unwrap();
-    assert_eq!((status.as_u16(), v["error"].as_str()), (400, Some("authorization_pending")));
+    assert_eq!(
+        (status.as_u16(), v["error"].as_str()),
+        (400, Some("authorization_pending"))
+    );
     let (status, v) = c.post_form("/auth/O2/token", &poll).await.unwrap();
-    assert_eq!((status.as_u16(), v["error"].as_str()), (400, Some("slow_down")));
+    assert_eq!(
+        (status.as_u16(), v["error"].as_str()),
+        (400, Some("slow_down"))
+    );
 
     let (status, v) = c
         .post_json("/admin/approve", &json!({"user_code": "NOPE99"}))
@@ -93,29 +106,51 @@ async fn code_pair_pending_slow_down_approve_token_and_refresh() {
     let (status, renewed) = c
         .post_form(
             "/auth/O2/token",
-            &[("grant_type", "refresh_token"), ("refresh_token", &refresh), ("client_id", TEST_CLIENT_ID)],
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                ("client_id", TEST_CLIENT_ID),
+            ],
         )
         .await
         .unwrap();
     assert_eq!(status, 200, "{renewed}");
     assert_ne!(renewed["access_token"], tokens["access_token"]);
-    assert!(renewed["access_token"].as_str().unwrap().starts_with("Atza|"));
+    assert!(
+        renewed["access_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("Atza|")
+    );
 
     let (status, v) = c
         .post_form(
             "/auth/O2/token",
-            &[("grant_type", "refresh_token"), ("refresh_token", "Atzr|bogus"), ("client_id", TEST_CLIENT_ID)],
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "Atzr|bogus"),
+                ("client_id", TEST_CLIENT_ID),
+            ],
         )
         .await
         .unwrap();
-    assert_eq!((status.as_u16(), v["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (status.as_u16(), v["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
 
     let (_, v) = c
-        .post_form("/auth/O2/token", &[("grant_type", "password"), ("username", "x")])
+        .post_form(
+            "/auth/O2/token",
+            &[("grant_type", "password"), ("username", "x")],
+        )
         .await
         .unwrap();
     assert_eq!(v["error"], "unsupported_grant_type");
-    let (_, v) = c.post_form("/auth/O2/token", &[("device_code", "x")]).await.unwrap();
+    let (_, v) = c
+        .post_form("/auth/O2/token", &[("device_code", "x")])
+        .await
+        .unwrap();
     assert_eq!(v["error"], "invalid_request");
 }
 
@@ -137,11 +172,18 @@ async fn bad_client_id_and_unknown_or_expired_pairs() {
         )
         .await
         .unwrap();
-    assert_eq!((status.as_u16(), v["error"].as_str()), (400, Some("invalid_client")));
+    assert_eq!(
+        (status.as_u16(), v["error"].as_str()),
+        (400, Some("invalid_client"))
+    );
     let (_, v) = c
         .post_form(
             "/auth/O2/create/codepair",
-            &[("response_type", "device_code"), ("client_id", TEST_CLIENT_ID), ("scope", "alexa:all")],
+            &[
+                ("response_type", "device_code"),
+                ("client_id", TEST_CLIENT_ID),
+                ("scope", "alexa:all"),
+            ],
         )
         .await
         .unwrap();
@@ -149,7 +191,11 @@ async fn bad_client_id_and_unknown_or_expired_pairs() {
     let (_, v) = c
         .post_form(
             "/auth/O2/token",
-            &[("grant_type", "device_code"), ("device_code", "nope"), ("user_code", "NOPE")],
+            &[
+                ("grant_type", "device_code"),
+                ("device_code", "nope"),
+                ("user_code", "NOPE"),
+            ],
         )
         .await
         .unwrap();
@@ -184,7 +230,11 @@ async fn bad_client_id_and_unknown_or_expired_pairs() {
     let (_, v) = c
         .post_form(
             "/auth/O2/token",
-            &[("grant_type", "refresh_token"), ("refresh_token", "Atzr|x"), ("client_id", "not-a-client")],
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "Atzr|x"),
+                ("client_id", "not-a-client"),
+            ],
         )
         .await
         .unwrap();
@@ -197,7 +247,11 @@ async fn auto_approve_over_http1() {
     cfg.lwa.auto_approve = true;
     let sim = start_sim(cfg).await.unwrap();
 
-    async fn post_h1(sim: &avs_testkit::sim::TestSim, path: &str, body: &str) -> (u16, serde_json::Value) {
+    async fn post_h1(
+        sim: &avs_testkit::sim::TestSim,
+        path: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
         let mut tls = avs_testkit::h2client::connect_tls(&sim.url, &sim.ca_pem, &[b"http/1.1"])
             .await
             .unwrap();
@@ -212,7 +266,10 @@ async fn auto_approve_over_http1() {
         let text = String::from_utf8_lossy(&resp).into_owned();
         let status: u16 = text.split(' ').nth(1).unwrap().parse().unwrap();
         let json = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-        (status, serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
+        (
+            status,
+            serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     let form = url::form_urlencoded::Serializer::new(String::new())
@@ -234,5 +291,10 @@ async fn auto_approve_over_http1() {
         .finish();
     let (status, tokens) = post_h1(&sim, "/auth/O2/token", &form).await;
     assert_eq!(status, 200, "{tokens}");
-    assert!(tokens["access_token"].as_str().unwrap().starts_with("Atza|"));
+    assert!(
+        tokens["access_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("Atza|")
+    );
 }

@@ -1,6 +1,8 @@
 //! A Recognize streamed in real time: StopCapture at the end of speech, then the answer with
 //! real MP3 speech; PRESS_AND_HOLD waits for the upload; StopCapture on the event stream
 //! when switched; the audio is recorded as WAV.
+// Integration tests: helpers panic on failure like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -23,11 +25,14 @@ async fn stop_capture_at_end_of_speech_then_answer_with_real_mp3() {
 
     let stop_at = s.stop_capture_at.expect("StopCapture on the downchannel");
     assert!(
-        stop_at > speech_end + Duration::from_millis(300) && stop_at < speech_end + Duration::from_millis(1500),
+        stop_at > speech_end + Duration::from_millis(300)
+            && stop_at < speech_end + Duration::from_millis(1500),
         "StopCapture at {stop_at:?} of audio, speech ended at {speech_end:?}"
     );
     let stop = s.stop_capture_part.as_ref().unwrap();
-    let ReceivedPart::Directive(v) = stop else { panic!("{stop:?}") };
+    let ReceivedPart::Directive(v) = stop else {
+        panic!("{stop:?}")
+    };
     assert_eq!(v["directive"]["header"]["dialogRequestId"], "dlg-1");
     assert_eq!(v["directive"]["payload"], serde_json::json!({}));
 
@@ -36,20 +41,30 @@ async fn stop_capture_at_end_of_speech_then_answer_with_real_mp3() {
     let parts = resp.parts().unwrap().collect().await.unwrap();
     assert_eq!(parts.len(), 4, "{parts:?}");
     let names: Vec<_> = parts.iter().filter_map(|p| p.directive_name()).collect();
-    assert_eq!(names, ["SpeechSynthesizer.Speak", "SpeechSynthesizer.Speak"]);
+    assert_eq!(
+        names,
+        ["SpeechSynthesizer.Speak", "SpeechSynthesizer.Speak"]
+    );
     for (i, text) in [(0, INTERIM), (2, FINAL)] {
-        let ReceivedPart::Directive(d) = &parts[i] else { panic!() };
+        let ReceivedPart::Directive(d) = &parts[i] else {
+            panic!()
+        };
         let p = &d["directive"]["payload"];
         assert_eq!(d["directive"]["header"]["dialogRequestId"], "dlg-1");
         assert_eq!(p["format"], "AUDIO_MPEG");
         assert_eq!(p["playBehavior"], "ENQUEUE");
         let cid = p["url"].as_str().unwrap().strip_prefix("cid:").unwrap();
-        let ReceivedPart::Attachment { content_id, bytes } = &parts[i + 1] else { panic!() };
+        let ReceivedPart::Attachment { content_id, bytes } = &parts[i + 1] else {
+            panic!()
+        };
         assert_eq!(content_id.as_deref(), Some(cid));
         let got = mp3_duration(bytes);
         let want = speech_duration(text);
         let diff = got.abs_diff(want);
-        assert!(diff < Duration::from_millis(80), "{text}: MP3 lasts {got:?}, speech {want:?}");
+        assert!(
+            diff < Duration::from_millis(80),
+            "{text}: MP3 lasts {got:?}, speech {want:?}"
+        );
         assert!(got > Duration::from_millis(400));
     }
     let sent = s.event.upload.await.unwrap().unwrap();
@@ -74,13 +89,20 @@ async fn press_and_hold_waits_for_the_upload_to_end() {
     let mut dev = connect_device(&sim, "SN-REC-2").await;
     let (audio, _) = utterance("Turn it up.", 300, 1500);
     let mut s = stream_recognize(&mut dev, "dlg-pah", "PRESS_AND_HOLD", &audio, true).await;
-    assert!(s.stop_capture_at.is_none(), "no StopCapture for PRESS_AND_HOLD");
+    assert!(
+        s.stop_capture_at.is_none(),
+        "no StopCapture for PRESS_AND_HOLD"
+    );
     assert_eq!(s.audio_bytes_sent, audio.len());
     let resp = s.event.response().await.unwrap();
     assert_eq!(resp.status, 200);
     let parts = resp.parts().unwrap().collect().await.unwrap();
     assert_eq!(parts.iter().filter_map(|p| p.directive_name()).count(), 2);
-    assert!(next_downchannel(&mut dev, Duration::from_millis(200)).await.is_none());
+    assert!(
+        next_downchannel(&mut dev, Duration::from_millis(200))
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -99,9 +121,16 @@ async fn stop_capture_on_the_event_stream_when_switched() {
     let resp = event.response().await.unwrap();
     assert_eq!(resp.status, 200);
     let parts = resp.parts().unwrap().collect().await.unwrap();
-    assert_eq!(parts[0].directive_name().as_deref(), Some("SpeechRecognizer.StopCapture"));
+    assert_eq!(
+        parts[0].directive_name().as_deref(),
+        Some("SpeechRecognizer.StopCapture")
+    );
     assert_eq!(parts.iter().filter_map(|p| p.directive_name()).count(), 3);
-    assert!(next_downchannel(&mut dev, Duration::from_millis(200)).await.is_none());
+    assert!(
+        next_downchannel(&mut dev, Duration::from_millis(200))
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test]

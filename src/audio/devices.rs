@@ -110,12 +110,8 @@ pub fn report(devices: &[DeviceInfo]) -> String {
                 let _ = writeln!(s, "  {dir}: not supported");
                 continue;
             }
-            for r in ranges {
-                let _ = writeln!(
-                    s,
-                    "  {dir}: {} ch, {}-{} Hz, {}",
-                    r.channels, r.min_rate, r.max_rate, r.sample_format
-                );
+            for line in summarize(ranges) {
+                let _ = writeln!(s, "  {dir}: {line}");
             }
             let is_input = dir == "input";
             if let Some(c) = choose_from(ranges, is_input, None, None) {
@@ -136,6 +132,47 @@ pub fn report(devices: &[DeviceInfo]) -> String {
         }
     }
     s
+}
+
+/// One line per rate range: the channel counts and sample formats offered with it
+/// (plug-type PCMs list every combination, which would be hundreds of lines).
+fn summarize(ranges: &[ConfigRange]) -> Vec<String> {
+    let mut keys: Vec<(u32, u32)> = ranges.iter().map(|r| (r.min_rate, r.max_rate)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter()
+        .map(|(lo, hi)| {
+            let mut chans: Vec<u16> = ranges
+                .iter()
+                .filter(|r| (r.min_rate, r.max_rate) == (lo, hi))
+                .map(|r| r.channels)
+                .collect();
+            chans.sort_unstable();
+            chans.dedup();
+            let mut formats: Vec<&str> = ranges
+                .iter()
+                .filter(|r| (r.min_rate, r.max_rate) == (lo, hi))
+                .map(|r| r.sample_format.as_str())
+                .collect();
+            formats.sort_unstable();
+            formats.dedup();
+            let ch = match (chans.first(), chans.last()) {
+                (Some(a), Some(b)) if a == b => format!("{a}"),
+                (Some(a), Some(b)) if usize::from(b - a) + 1 == chans.len() => format!("{a}-{b}"),
+                _ => chans
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            };
+            let rate = if lo == hi {
+                format!("{lo} Hz")
+            } else {
+                format!("{lo}-{hi} Hz")
+            };
+            format!("{ch} ch, {rate}, {}", formats.join(" "))
+        })
+        .collect()
 }
 
 /// A configuration chosen from a device's ranges.
@@ -292,13 +329,13 @@ pub(crate) enum Backend {
 }
 
 impl Backend {
-    pub(crate) fn play(&self) -> Result<(), AudioError> {
+    pub(crate) fn play(&self, id: &str) -> Result<(), AudioError> {
         match self {
             Backend::Cpal(s) => s.play().map_err(|source| AudioError::OpenFailed {
-                id: String::new(),
+                id: id.to_owned(),
                 direction: "starting",
                 source,
-                available: Vec::new(),
+                available: device_ids(),
             }),
             Backend::Thread { .. } => Ok(()),
         }
@@ -722,7 +759,7 @@ fn open_wav_output(
                 }
                 ticks += 1;
                 // Keep the header valid for readers while we run (about every second).
-                if ticks % 100 == 0 && writer.flush().is_err() {
+                if ticks.is_multiple_of(100) && writer.flush().is_err() {
                     failed = true;
                     return false;
                 }

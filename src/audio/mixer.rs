@@ -70,7 +70,7 @@ impl OutputCallback {
             let mut i = 0usize;
             for part in [a, b] {
                 for s in part {
-                    if i % self.channels == 0 {
+                    if i.is_multiple_of(self.channels) {
                         self.gain = approach(self.gain, target, self.step);
                     }
                     out[i] = T::from_sample_(*s * self.gain);
@@ -186,6 +186,7 @@ pub(crate) struct Mixer {
     counters: Arc<Counters>,
     shutdown: Arc<AtomicBool>,
     step: f32,
+    start_frames: usize,
     mix: Vec<f32>,
     lane_gain: Vec<f32>,
 }
@@ -232,6 +233,7 @@ impl Mixer {
             counters,
             shutdown,
             step: ramp_step(rate),
+            start_frames: 3 * period_frames,
             mix: Vec::new(),
             lane_gain: Vec::new(),
         }
@@ -271,6 +273,14 @@ impl Mixer {
                 );
             }
         }
+    }
+
+    /// Fills the output ring with silence up to the target level, so the device's first
+    /// callbacks find data (called before the stream starts).
+    pub(crate) fn prefill(&mut self) {
+        let n = self.target_fill() as usize;
+        let room = self.producer.slots() / self.channels;
+        self.mix_frames(n.min(room));
     }
 
     /// Emits due updates and tops the output ring up. Public within the crate for tests.
@@ -415,6 +425,11 @@ impl Mixer {
                     break;
                 }
                 if !src.started {
+                    // A little audio in hand before starting, so a decoder that just produced its
+                    // first packet does not stutter right away.
+                    if avail < self.start_frames && !src.shared.done.load(Ordering::Acquire) {
+                        break;
+                    }
                     src.started = true;
                     // Started once the first sample has been taken by the device.
                     self.markers.push_back(Marker {

@@ -289,6 +289,16 @@ impl Counters {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
+
+    /// Input samples lost to a full capture ring so far.
+    pub fn snapshot_overrun_samples(&self) -> u64 {
+        self.input_overrun_samples.load(Ordering::Relaxed)
+    }
+
+    /// Output callbacks that found the ring short so far.
+    pub fn snapshot_underruns(&self) -> u64 {
+        self.output_underruns.load(Ordering::Relaxed)
+    }
 }
 
 /// Linear gain for a 0-100 volume: squared, a cheap approximation of loudness perception
@@ -360,7 +370,7 @@ impl AudioEngine {
 
         let opened = devices::open_output(cfg, counters.clone(), shutdown.clone())?;
         let output_info = opened.info.clone();
-        let (playback, mixer) = playback::PlaybackHandle::new(
+        let (playback, mut mixer) = playback::PlaybackHandle::new(
             opened.producer,
             opened.master_gain,
             opened.info.rate,
@@ -369,6 +379,7 @@ impl AudioEngine {
             counters.clone(),
             shutdown.clone(),
         );
+        mixer.prefill();
         threads.push(
             std::thread::Builder::new()
                 .name("avsd-mixer".into())
@@ -391,16 +402,12 @@ impl AudioEngine {
             output: Some(opened.backend),
             threads,
         };
-        engine
-            .output
-            .as_ref()
-            .map(devices::Backend::play)
-            .transpose()?;
-        engine
-            .input
-            .as_ref()
-            .map(devices::Backend::play)
-            .transpose()?;
+        if let Some(b) = engine.output.as_ref() {
+            b.play(&cfg.output)?;
+        }
+        if let Some(b) = engine.input.as_ref() {
+            b.play(&cfg.input)?;
+        }
         tracing::info!(
             input = ?engine.input_info,
             output = ?engine.output_info,

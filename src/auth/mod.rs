@@ -404,9 +404,10 @@ impl AuthTask {
                         warn!(error = %e, "refreshed the access token but could not store it");
                     }
                     self.retry.reset();
+                    // State first: whoever wakes on the new token then sees Authorized.
+                    self.state_tx.send_replace(AuthState::Authorized);
                     self.token_tx
                         .send_replace(Some(AccessToken::new(self.tokens.access_token.clone())));
-                    self.state_tx.send_replace(AuthState::Authorized);
                     info!(?lifetime, "access token refreshed");
                     return true;
                 }

@@ -292,7 +292,10 @@ pub(crate) async fn recognize(ctx: LinkCtx, send: SendRequest<Bytes>, req: Recog
     };
     outcome.complete(match result {
         Ok(status) => ResponseOutcome::Status(status),
-        Err(e) => ResponseOutcome::Failed(e),
+        Err(e) => {
+            info!(error = %e, "Recognize response failed");
+            ResponseOutcome::Failed(e)
+        }
     });
 }
 

@@ -207,6 +207,21 @@ impl Outbox {
             .len()
     }
 
+    /// Removes and returns every queued event, oldest first (to persist them at shutdown).
+    pub fn take_queued(&self) -> Vec<Event> {
+        let mut q = self
+            .shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        std::iter::from_fn(|| {
+            let e = q.front()?.clone();
+            q.delivered(&e.header.message_id);
+            Some(e)
+        })
+        .collect()
+    }
+
     /// Events dropped for room since start.
     pub fn dropped_count(&self) -> u64 {
         self.shared

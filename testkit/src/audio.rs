@@ -32,6 +32,9 @@ const ENV_RATE: &str = "AVS_AUDIO_RIG_RATE";
 /// Set to keep the rig's temp dir (config, recordings, jackd log) after the test.
 const ENV_KEEP: &str = "AVS_KEEP_AUDIO_RIG";
 
+/// JACK's registry holds 8 servers.
+const SERVER_POOL: u32 = 8;
+
 static RIG_LOCK: Mutex<()> = Mutex::new(());
 static RIG_COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -58,16 +61,70 @@ impl VirtualAudio {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let server = format!("avs{}x{n}x{nanos}", std::process::id());
-        let dir = std::env::temp_dir().join(format!("avs-audio-rig-{server}"));
+        let dir =
+            std::env::temp_dir().join(format!("avs-audio-rig-{}-{n}-{nanos}", std::process::id()));
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        // JACK keeps at most 8 servers in its shared registry and only reclaims a dead server's
+        // slot when a server of the same name starts, so names come from a small pool: a slot
+        // left behind by a crashed run is reused, a name in use by a live rig is skipped.
+        let mut last_err = None;
+        let mut healed = false;
+        let mut slot = 0;
+        while slot < SERVER_POOL {
+            let this_slot = slot;
+            slot += 1;
+            let server = format!("avsrig{this_slot}");
+            match Self::spawn_jackd(&dir, &server, rate, period_frames) {
+                Ok(jackd) => {
+                    let mut va = VirtualAudio {
+                        dir: dir.clone(),
+                        server,
+                        rate,
+                        jackd,
+                        keep: std::env::var_os(ENV_KEEP).is_some(),
+                    };
+                    match va.wait_ready() {
+                        Ok(()) => {
+                            fs::write(va.dir.join("asoundrc"), va.alsa_config())?;
+                            // The capture PCM needs its infile to exist; a test replaces it
+                            // before opening the mic.
+                            write_raw_i16(
+                                &va.dir.join("mic.raw"),
+                                &vec![0i16; rate as usize * 30],
+                            )?;
+                            return Ok(va);
+                        }
+                        Err(e) => {
+                            va.keep = true; // drop below must not delete the dir we still use
+                            let full = e.to_string().contains("Too many servers");
+                            drop(va);
+                            if full && !healed && heal_jack_registry() {
+                                healed = true;
+                                slot = 0;
+                            }
+                            last_err = Some(e);
+                        }
+                    }
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no JACK server name free")))
+    }
+
+    fn spawn_jackd(
+        dir: &Path,
+        server: &str,
+        rate: u32,
+        period_frames: u32,
+    ) -> anyhow::Result<Child> {
         let log = fs::File::create(dir.join("jackd.log"))?;
         let log2 = log.try_clone()?;
-        let jackd = Command::new("jackd")
+        Command::new("jackd")
             .args([
                 "--no-realtime",
                 "-n",
-                &server,
+                server,
                 "-d",
                 "dummy",
                 "-r",
@@ -81,19 +138,7 @@ impl VirtualAudio {
             .stdout(log)
             .stderr(log2)
             .spawn()
-            .context("starting jackd (is jackd2 installed?)")?;
-        let mut va = VirtualAudio {
-            dir,
-            server,
-            rate,
-            jackd,
-            keep: std::env::var_os(ENV_KEEP).is_some(),
-        };
-        va.wait_ready().context("waiting for jackd")?;
-        fs::write(va.dir.join("asoundrc"), va.alsa_config())?;
-        // The capture PCM needs its infile to exist; a test replaces it before opening the mic.
-        write_raw_i16(&va.dir.join("mic.raw"), &vec![0i16; rate as usize * 30])?;
-        Ok(va)
+            .context("starting jackd (is jackd2 installed?)")
     }
 
     fn wait_ready(&mut self) -> anyhow::Result<()> {
@@ -111,7 +156,14 @@ impl VirtualAudio {
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
+            // jack_lsp may have reached another rig's server of the same name while ours was
+            // still finding out that the name is taken: ours must still be alive.
             if ok {
+                std::thread::sleep(Duration::from_millis(100));
+                if let Some(status) = self.jackd.try_wait()? {
+                    let log = fs::read_to_string(self.dir.join("jackd.log")).unwrap_or_default();
+                    bail!("jackd exited with {status}: {log}");
+                }
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -165,13 +217,54 @@ pcm.avs_speaker {{
 
 impl Drop for VirtualAudio {
     fn drop(&mut self) {
-        // By PID (Child::kill), never by name: other rigs may be running on this machine.
-        let _ = self.jackd.kill();
-        let _ = self.jackd.wait();
+        stop_by_pid(&mut self.jackd);
         if !self.keep {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// JACK's registry lists servers by name and PID; a server killed with SIGKILL stays listed, and
+/// with 8 such entries no server can start ("Too many servers already active"). When no jackd
+/// process is alive at all, the registry describes nothing and is removed (libjack recreates
+/// it). Returns whether it did so.
+fn heal_jack_registry() -> bool {
+    let any_jackd = Command::new("pgrep")
+        .args(["-x", "jackd"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(true);
+    if any_jackd {
+        return false;
+    }
+    let removed = fs::remove_file("/dev/shm/jack-shm-registry").is_ok();
+    if removed {
+        eprintln!("avs-testkit: removed a JACK server registry full of dead servers");
+    }
+    removed
+}
+
+/// Stops a child by its PID: SIGTERM first, so jackd leaves JACK's server registry clean,
+/// SIGKILL if it is still there after 5 s. Never by name: other rigs may run on this machine.
+fn stop_by_pid(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// What a test body sees inside the child process.
@@ -357,31 +450,51 @@ fn decimate(x: &[f32], d: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Finds `clip` in `recording` by normalized cross-correlation: a coarse search on 8× decimated
-/// signals, refined at full rate around the best coarse offsets.
+/// Finds `clip` in `recording` by normalized cross-correlation. The coarse pass correlates the
+/// loudest 8192-sample stretch of the clip on 8× decimated signals (cheap enough for long
+/// recordings in a debug build); the best coarse offsets are then refined at full rate with the
+/// whole clip, whose score is returned.
 pub fn find_clip(recording: &[f32], clip: &[f32]) -> Option<ClipMatch> {
     if clip.is_empty() || recording.len() < clip.len() {
         return None;
     }
     let d = 8usize;
-    let rd = decimate(recording, d);
-    let cd = decimate(clip, d);
-    let mut candidates: Vec<(f32, usize)> = Vec::new();
+    let excerpt_len = clip.len().min(8192);
+    let mut excerpt_at = 0usize;
+    let mut best_e = -1f64;
+    let mut k = 0usize;
+    while k + excerpt_len <= clip.len() {
+        let e: f64 = clip[k..k + excerpt_len]
+            .iter()
+            .map(|s| f64::from(*s) * f64::from(*s))
+            .sum();
+        if e > best_e {
+            best_e = e;
+            excerpt_at = k;
+        }
+        k += excerpt_len / 2 + 1;
+    }
+    let excerpt = &clip[excerpt_at..excerpt_at + excerpt_len];
+    let max_off = recording.len() - clip.len();
+    let mut candidates: Vec<usize> = Vec::new();
+    let rd = decimate(
+        &recording[excerpt_at..excerpt_at + max_off + excerpt_len],
+        d,
+    );
+    let cd = decimate(excerpt, d);
     if cd.len() >= 4 && rd.len() >= cd.len() {
         let ce: f64 = cd.iter().map(|s| f64::from(*s) * f64::from(*s)).sum();
         let mut scores: Vec<(f32, usize)> = (0..=rd.len() - cd.len())
             .map(|k| (ncc_at(&rd, &cd, k, ce), k))
             .collect();
         scores.sort_by(|a, b| b.0.total_cmp(&a.0));
-        candidates.extend(scores.into_iter().take(3));
+        candidates.extend(scores.into_iter().take(3).map(|(_, k)| k * d));
     } else {
-        candidates.push((0.0, 0));
+        candidates.push(0);
     }
     let ce: f64 = clip.iter().map(|s| f64::from(*s) * f64::from(*s)).sum();
-    let max_off = recording.len() - clip.len();
     let mut best: Option<ClipMatch> = None;
-    for (_, k) in candidates {
-        let centre = k * d;
+    for centre in candidates {
         let lo = centre.saturating_sub(2 * d);
         let hi = (centre + 2 * d).min(max_off);
         for off in lo..=hi {

@@ -38,7 +38,10 @@ pub enum ReceivedPart {
     Directive(serde_json::Value),
     /// A JSON part that did not parse (kept as text).
     BadJson(String),
-    Attachment { content_id: Option<String>, bytes: Bytes },
+    Attachment {
+        content_id: Option<String>,
+        bytes: Bytes,
+    },
 }
 
 impl ReceivedPart {
@@ -47,7 +50,11 @@ impl ReceivedPart {
         match self {
             Self::Directive(v) => {
                 let h = &v["directive"]["header"];
-                Some(format!("{}.{}", h["namespace"].as_str()?, h["name"].as_str()?))
+                Some(format!(
+                    "{}.{}",
+                    h["namespace"].as_str()?,
+                    h["name"].as_str()?
+                ))
             }
             _ => None,
         }
@@ -75,7 +82,10 @@ pub async fn connect_tls(
     ca_pem: &Path,
     alpn: &[&[u8]],
 ) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let host = url.host_str().ok_or_else(|| anyhow!("no host in {url}"))?.to_owned();
+    let host = url
+        .host_str()
+        .ok_or_else(|| anyhow!("no host in {url}"))?
+        .to_owned();
     let port = url.port_or_known_default().unwrap_or(443);
     let tcp = TcpStream::connect((host.as_str(), port)).await?;
     tcp.set_nodelay(true)?;
@@ -158,18 +168,34 @@ impl H2Client {
 
     /// `GET /v20160207/directives`.
     pub async fn open_downchannel(&mut self, token: &str) -> anyhow::Result<H2Response> {
-        self.send(Method::GET, avs_proto::DIRECTIVES_PATH, Some(token), None, Bytes::new())
-            .await
+        self.send(
+            Method::GET,
+            avs_proto::DIRECTIVES_PATH,
+            Some(token),
+            None,
+            Bytes::new(),
+        )
+        .await
     }
 
     /// `GET /ping`.
     pub async fn ping(&mut self, token: &str) -> anyhow::Result<H2Response> {
-        self.send(Method::GET, avs_proto::PING_PATH, Some(token), None, Bytes::new())
-            .await
+        self.send(
+            Method::GET,
+            avs_proto::PING_PATH,
+            Some(token),
+            None,
+            Bytes::new(),
+        )
+        .await
     }
 
     /// Posts an event with only a metadata part.
-    pub async fn post_event(&mut self, token: &str, metadata_json: &str) -> anyhow::Result<H2Response> {
+    pub async fn post_event(
+        &mut self,
+        token: &str,
+        metadata_json: &str,
+    ) -> anyhow::Result<H2Response> {
         let w = FormDataWriter::new();
         self.send(
             Method::POST,
@@ -272,7 +298,11 @@ impl StreamingEvent {
 }
 
 /// Writes `data` waiting for flow-control capacity (h2 would buffer without limit otherwise).
-pub async fn send_all(stream: &mut SendStream<Bytes>, mut data: Bytes, eos: bool) -> anyhow::Result<()> {
+pub async fn send_all(
+    stream: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    eos: bool,
+) -> anyhow::Result<()> {
     if data.is_empty() {
         stream.send_data(data, eos)?;
         return Ok(());
@@ -365,7 +395,9 @@ impl Parts {
                 Some(PartEvent::Json { body, .. }) => {
                     return Ok(Some(match serde_json::from_slice(&body) {
                         Ok(v) => ReceivedPart::Directive(v),
-                        Err(_) => ReceivedPart::BadJson(String::from_utf8_lossy(&body).into_owned()),
+                        Err(_) => {
+                            ReceivedPart::BadJson(String::from_utf8_lossy(&body).into_owned())
+                        }
                     }));
                 }
                 Some(PartEvent::BinaryStart { content_id, .. }) => {

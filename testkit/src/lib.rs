@@ -4,3 +4,4 @@
 pub mod audio;
 pub mod h2client;
 pub mod sim;
+pub mod skill;

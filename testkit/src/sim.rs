@@ -50,7 +50,9 @@ impl TestSim {
 
     /// An access token for device `serial`, without code-based linking.
     pub fn token(&self, serial: &str) -> String {
-        self.admin.issue_token(TEST_CLIENT_ID, TEST_PRODUCT_ID, serial).0
+        self.admin
+            .issue_token(TEST_CLIENT_ID, TEST_PRODUCT_ID, serial)
+            .0
     }
 
     /// Stops the sim and waits until it has.

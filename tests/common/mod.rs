@@ -28,8 +28,16 @@ pub fn test_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Logs to the test's output when `RUST_LOG` is set (e.g. `RUST_LOG=avsd=debug`).
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    }
+}
+
 /// A sim answering with `scenario` (TOML), approving code pairs at once.
 pub async fn sim(scenario: &str) -> TestSim {
+    init_logs();
     start_sim(SimConfig {
         lwa: avs_sim::lwa::LwaConfig {
             auto_approve: true,
@@ -51,7 +59,10 @@ pub fn config(sim: &TestSim, dir: &Path, input: &str, output: &str) -> Config {
     c.cloud.extra_ca_file = Some(sim.ca_pem.clone());
     c.state_dir = dir.join("state");
     c.control_socket = dir.join("control.sock");
-    c.device.serial_number = format!("test-{}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("x"));
+    c.device.serial_number = format!(
+        "test-{}",
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("x")
+    );
     c.audio.input = input.to_owned();
     c.audio.output = output.to_owned();
     c
@@ -76,12 +87,17 @@ pub struct Device {
 pub async fn start_device(config: Config) -> Device {
     login(&config).await;
     let shutdown = CancellationToken::new();
-    let daemon = Daemon::start(Arc::new(config), shutdown.clone()).await.expect("daemon");
-    let mut link = daemon.link.clone();
-    tokio::time::timeout(Duration::from_secs(15), link.wait_for(|s| *s == LinkState::Connected))
+    let daemon = Daemon::start(Arc::new(config), shutdown.clone())
         .await
-        .expect("connected in time")
-        .expect("link state");
+        .expect("daemon");
+    let mut link = daemon.link.clone();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        link.wait_for(|s| *s == LinkState::Connected),
+    )
+    .await
+    .expect("connected in time")
+    .expect("link state");
     let updates = daemon.dialog.updates.subscribe();
     Device {
         daemon,
@@ -92,13 +108,20 @@ pub async fn start_device(config: Config) -> Device {
 
 impl Device {
     /// Waits for a dialog step matching `f`, returning it.
-    pub async fn wait_step(&mut self, what: &str, timeout: Duration, f: impl Fn(&DialogStep) -> bool) -> DialogUpdate {
+    pub async fn wait_step(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        f: impl Fn(&DialogStep) -> bool,
+    ) -> DialogUpdate {
         tokio::time::timeout(timeout, async {
             loop {
                 match self.updates.recv().await {
                     Ok(u) if f(&u.step) => return u,
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => panic!("daemon stopped while waiting for {what}"),
+                    Err(broadcast::error::RecvError::Closed) => {
+                        panic!("daemon stopped while waiting for {what}")
+                    }
                 }
             }
         })
@@ -119,7 +142,12 @@ pub fn recorded(sim: &TestSim, namespace: &str) -> Vec<(String, String)> {
         .into_iter()
         .filter_map(|r| r.event)
         .filter(|e| e.namespace == namespace)
-        .map(|e| (e.name.clone(), e.payload["token"].as_str().unwrap_or_default().to_owned()))
+        .map(|e| {
+            (
+                e.name.clone(),
+                e.payload["token"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -132,8 +160,17 @@ pub async fn wait_events(sim: &TestSim, qualified_name: &str, n: usize, timeout:
         }
         let seen = sim.recorder.len();
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() || sim.recorder.wait_for(seen, left, qualified_name, |_| true).await.is_err() {
-            panic!("fewer than {n} {qualified_name} events within {timeout:?}: {:?}", sim.recorder.events(qualified_name).len());
+        if left.is_zero()
+            || sim
+                .recorder
+                .wait_for(seen, left, qualified_name, |_| true)
+                .await
+                .is_err()
+        {
+            panic!(
+                "fewer than {n} {qualified_name} events within {timeout:?}: {:?}",
+                sim.recorder.events(qualified_name).len()
+            );
         }
     }
 }

@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use avs_sim::{SimConfig, SimHandle};
+use avs_sim::SimConfig;
+use avs_testkit::sim::{TestSim, start_sim};
 use avsd::auth::{AccessToken, AuthHandle, ManualAuth};
 use avsd::transport::{Incoming, LinkConfig, LinkState, client_config};
 use tokio::net::{TcpListener, TcpStream};
@@ -31,20 +32,17 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// The testkit's sim plus what the link tests need from it.
 pub struct Sim {
-    pub handle: SimHandle,
-    pub shutdown: CancellationToken,
+    pub handle: TestSim,
 }
 
 impl Sim {
     pub async fn start(config: SimConfig) -> Self {
         init_tracing();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let shutdown = CancellationToken::new();
-        let handle = avs_sim::serve(listener, config, shutdown.clone())
-            .await
-            .unwrap();
-        Self { handle, shutdown }
+        Self {
+            handle: start_sim(config).await.unwrap(),
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -72,12 +70,6 @@ impl Sim {
         let mut cfg = LinkConfig::new(endpoint.clone(), self.tls());
         cfg.offline_queue_events = 16;
         cfg
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
     }
 }
 

@@ -5,15 +5,20 @@ Handlers:
   LaunchRequest      -> a welcome that keeps the session open (reprompt).
   LookupIntent       -> a progressive response through the SDK's own DirectiveServiceClient, a
                         one-second "lookup", then the final answer; the session ends.
-  ProbeIntent        -> probes the Progressive Response API rules through the SDK: one
-                        over-long speech, then six valid ones; the outcome of each is printed.
+  ProbeIntent        -> probes the Progressive Response API rules through the SDK: an over-long
+                        speech, unwrapped SSML, six valid ones, and one sent a second after
+                        the final response; the outcome of each is printed.
   SessionEndedRequest, AMAZON.StopIntent, anything else -> handled so the SDK never fails.
 
 Protocol with the test harness (stdout, one line each, flushed):
   LISTENING <port>                   once the server accepts connections
-  PR <request type> <status> <kind>  for every progressive response the skill tried
-                                     (status 204, or the HTTP status of the ServiceException)
-  REQUEST <type>                     for every request the skill received
+  PR <label> <status> <code type>    for every progressive response the skill tried: 204, or
+                                     the HTTP status of the SDK's ServiceException and the
+                                     Python type of the error body's code ("int"; "raw" when
+                                     the SDK does not model that status)
+  REQUEST <type> new=<true|false>    for every request the skill received
+  SESSION launched=<true|false>      in LookupIntent: whether the session attributes say a
+                                     LaunchRequest came first in this session
 
 Run: python skill_server.py [--port N]  (REQUESTS_CA_BUNDLE must name avs-sim's CA: the SDK
 only calls HTTPS API endpoints and verifies them).
@@ -22,6 +27,7 @@ only calls HTTPS API endpoints and verifies them).
 import argparse
 import json
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -34,7 +40,7 @@ from ask_sdk_core.serialize import DefaultSerializer
 from ask_sdk_core.skill_builder import CustomSkillBuilder
 from ask_sdk_core.utils import is_intent_name, is_request_type
 from ask_sdk_model import RequestEnvelope
-from ask_sdk_model.services.directive import Header, SendDirectiveRequest, SpeakDirective
+from ask_sdk_model.services.directive import Error, Header, SendDirectiveRequest, SpeakDirective
 from ask_sdk_model.services.service_exception import ServiceException
 
 LOOKUP_DELAY_SECONDS = 1.0
@@ -44,8 +50,10 @@ def emit(*words):
     print(" ".join(str(w) for w in words), flush=True)
 
 
-def send_progressive(handler_input, speech):
-    """Sends one progressive response with the SDK; returns the HTTP status it got."""
+def send_progressive(handler_input, speech, label):
+    """Sends one progressive response with the SDK's DirectiveServiceClient and reports the
+    outcome: the HTTP status, and for the errors the SDK models (400/401/403) the type of the
+    error body's `code` as the SDK deserialised it."""
     request = handler_input.request_envelope.request
     client = handler_input.service_client_factory.get_directive_service()
     try:
@@ -55,10 +63,11 @@ def send_progressive(handler_input, speech):
                 directive=SpeakDirective(speech=speech),
             )
         )
-        status = 204
+        status, code = 204, "-"
     except ServiceException as e:
         status = e.status_code
-    emit("PR", request.object_type, status, "speak")
+        code = type(e.body.code).__name__ if isinstance(e.body, Error) else "raw"
+    emit("PR", label, status, code)
     return status
 
 
@@ -82,7 +91,9 @@ class LookupHandler(AbstractRequestHandler):
     def handle(self, handler_input):
         slots = handler_input.request_envelope.request.intent.slots or {}
         query = slots.get("Query").value if slots.get("Query") else None
-        send_progressive(handler_input, "<speak>Hang on while I look that up.</speak>")
+        launched = handler_input.attributes_manager.session_attributes.get("launched", False)
+        emit("SESSION", "launched={}".format(str(launched).lower()))
+        send_progressive(handler_input, "<speak>Hang on while I look that up.</speak>", "lookup")
         time.sleep(LOOKUP_DELAY_SECONDS)
         answer = "Here is what I found about {}.".format(query or "that")
         return handler_input.response_builder.speak(answer).set_should_end_session(True).response
@@ -93,9 +104,16 @@ class ProbeHandler(AbstractRequestHandler):
         return is_intent_name("ProbeIntent")(handler_input)
 
     def handle(self, handler_input):
-        send_progressive(handler_input, "x" * 601)
+        send_progressive(handler_input, "x" * 601, "too-long")
+        send_progressive(handler_input, "Hang on <break time='1s'/> there.", "unwrapped-ssml")
         for n in range(1, 7):
-            send_progressive(handler_input, "Step {}.".format(n))
+            send_progressive(handler_input, "Step {}.".format(n), "step-{}".format(n))
+
+        def too_late():
+            time.sleep(LOOKUP_DELAY_SECONDS)
+            send_progressive(handler_input, "Too late.", "late")
+
+        threading.Thread(target=too_late, daemon=True).start()
         return handler_input.response_builder.speak("Probe done.").set_should_end_session(True).response
 
 
@@ -146,7 +164,8 @@ class SkillHttpHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(length).decode("utf-8")
         try:
             envelope = SERIALIZER.deserialize(payload=body, obj_type=RequestEnvelope)
-            emit("REQUEST", envelope.request.object_type)
+            new = envelope.session.new if envelope.session is not None else None
+            emit("REQUEST", envelope.request.object_type, "new={}".format(str(new).lower()))
             response = SKILL.invoke(request_envelope=envelope, context=None)
             payload = json.dumps(SERIALIZER.serialize(response)).encode("utf-8")
             status = 200

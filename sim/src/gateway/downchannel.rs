@@ -34,8 +34,12 @@ pub async fn serve(
             shared
                 .recorder
                 .record("GET", avs_proto::DIRECTIVES_PATH, Some(403), None, None);
-            respond_exception(&mut respond, StatusCode::FORBIDDEN, "invalid or expired token")
-                .await;
+            respond_exception(
+                &mut respond,
+                StatusCode::FORBIDDEN,
+                "invalid or expired token",
+            )
+            .await;
             return;
         }
     };

@@ -11,7 +11,9 @@ use h2::server::SendResponse;
 use http::{Request, StatusCode};
 use serde_json::json;
 
-use super::{ConnCtx, DownchannelCommand, body_stream, peer_reset, respond_bytes, respond_exception};
+use super::{
+    ConnCtx, DownchannelCommand, body_stream, peer_reset, respond_bytes, respond_exception,
+};
 use crate::Shared;
 use crate::recorder::RecordedEvent;
 use crate::turn::TurnDirective;
@@ -134,8 +136,14 @@ pub async fn serve(
             Ok(Some(_)) => {}
             Err(e) if e.is_stream_error() => return,
             Err(e) => {
-                return finish(&shared, &mut respond, seq, StatusCode::BAD_REQUEST, &e.to_string())
-                    .await;
+                return finish(
+                    &shared,
+                    &mut respond,
+                    seq,
+                    StatusCode::BAD_REQUEST,
+                    &e.to_string(),
+                )
+                .await;
             }
         }
     }
@@ -161,7 +169,10 @@ pub async fn serve(
             if let Some(dev) = shared.devices.get(&grant.device_serial) {
                 let _ = dev
                     .downchannel
-                    .try_send(DownchannelCommand::Push(TurnDirective { json, attachment: None }));
+                    .try_send(DownchannelCommand::Push(TurnDirective {
+                        json,
+                        attachment: None,
+                    }));
             }
         }
         return;

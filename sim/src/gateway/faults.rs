@@ -128,13 +128,20 @@ mod tests {
 
     #[test]
     fn fail_events_counts_down_and_parses_from_json() {
-        let f: Fault = serde_json::from_str(r#"{"kind":"fail_events","status":503,"count":2}"#).unwrap();
+        let f: Fault =
+            serde_json::from_str(r#"{"kind":"fail_events","status":503,"count":2}"#).unwrap();
         let s = FaultState::default();
         assert!(s.arm(&f).unwrap());
         assert_eq!(s.take_event_failure(), Some(503));
         assert_eq!(s.take_event_failure(), Some(503));
         assert_eq!(s.take_event_failure(), None);
-        assert!(s.arm(&Fault::FailEvents { status: 404, count: 1 }).is_err());
+        assert!(
+            s.arm(&Fault::FailEvents {
+                status: 404,
+                count: 1
+            })
+            .is_err()
+        );
         let g: Fault = serde_json::from_str(r#"{"kind":"go_away"}"#).unwrap();
         assert!(!s.arm(&g).unwrap());
     }

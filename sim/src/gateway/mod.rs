@@ -273,8 +273,13 @@ pub async fn handle_stream(
                 shared
                     .recorder
                     .record(method.as_str(), &path, Some(413), None, None);
-                respond_bytes(&mut respond, StatusCode::PAYLOAD_TOO_LARGE, None, Bytes::new())
-                    .await;
+                respond_bytes(
+                    &mut respond,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    None,
+                    Bytes::new(),
+                )
+                .await;
                 return;
             };
             let reply = crate::router::route(&shared, &parts, body).await;
@@ -299,7 +304,12 @@ async fn serve_ping(
         shared
             .recorder
             .record("GET", avs_proto::PING_PATH, Some(403), device, None);
-        respond_exception(&mut respond, StatusCode::FORBIDDEN, "invalid or expired token").await;
+        respond_exception(
+            &mut respond,
+            StatusCode::FORBIDDEN,
+            "invalid or expired token",
+        )
+        .await;
         return;
     }
     if shared.faults.pings_silenced() {

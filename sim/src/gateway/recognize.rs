@@ -30,9 +30,14 @@ const KILL_DELAY: Duration = Duration::from_millis(300);
 enum AudioUpdate {
     SpeechStarted,
     /// The utterance is over (trailing silence, or the cap with or without speech).
-    EndOfSpeech { at: Duration, heard_speech: bool },
+    EndOfSpeech {
+        at: Duration,
+        heard_speech: bool,
+    },
     /// The request body ended (or broke) after `audio_bytes` of audio.
-    BodyEnded { audio_bytes: usize },
+    BodyEnded {
+        audio_bytes: usize,
+    },
     Malformed(String),
 }
 
@@ -85,7 +90,12 @@ pub async fn serve(
     };
     let press_and_hold = event.payload["initiator"]["type"].as_str() == Some("PRESS_AND_HOLD");
     let turn_index = shared.next_turn();
-    let turn = shared.config.scenario.turn(turn_index).cloned().unwrap_or_default();
+    let turn = shared
+        .config
+        .scenario
+        .turn(turn_index)
+        .cloned()
+        .unwrap_or_default();
     for fault in &turn.faults {
         if let Err(e) = crate::admin::apply_fault(&shared, fault).await {
             tracing::warn!(error = %e, "scenario fault not applied");
@@ -93,7 +103,9 @@ pub async fn serve(
     }
 
     let (audio_tx, mut audio_rx) = mpsc::channel(8);
-    let wav_path = shared.state_dir.join(format!("recognize-{seq}-{}.wav", sanitize(&dialog)));
+    let wav_path = shared
+        .state_dir
+        .join(format!("recognize-{seq}-{}.wav", sanitize(&dialog)));
     tokio::spawn(read_audio(
         reader,
         audio_tx,
@@ -113,7 +125,10 @@ pub async fn serve(
         };
         match update {
             Some(AudioUpdate::SpeechStarted) => heard_speech = true,
-            Some(AudioUpdate::EndOfSpeech { at, heard_speech: heard }) => {
+            Some(AudioUpdate::EndOfSpeech {
+                at,
+                heard_speech: heard,
+            }) => {
                 tracing::info!(%dialog, ?at, heard, "end of speech");
                 heard_speech = heard;
                 if !press_and_hold {
@@ -230,7 +245,13 @@ async fn finish_empty(
 
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(64)
         .collect()
 }

@@ -36,6 +36,14 @@ fn speak(speech: &str) -> Vec<u8> {
 
 const AUTH: Option<&str> = Some("Bearer api-token-0001");
 
+/// The next directive on the turn's sink (deliveries run on their own task).
+async fn next(rx: &mut mpsc::Receiver<TurnDirective>) -> TurnDirective {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a directive within 10 s")
+        .expect("the sink is open")
+}
+
 /// Asserts the status and that the body is `{"code": <that status as an integer>, "message"}`.
 async fn expect(live: &LiveRequests, auth: Option<&str>, body: &[u8], status: StatusCode) {
     let (got, error) = live.handle_post(auth, body).await;
@@ -55,7 +63,7 @@ async fn accepted_speech_reaches_the_turn_as_an_enqueued_speak() {
         .await;
     assert_eq!((status, error), (StatusCode::NO_CONTENT, None));
 
-    let directive = f.rx.try_recv().expect("delivered before the 204");
+    let directive = next(&mut f.rx).await;
     let parsed = avs_proto::Directive::from_json(directive.json.as_bytes()).unwrap();
     assert_eq!(parsed.qualified_name(), "SpeechSynthesizer.Speak");
     assert_eq!(parsed.dialog_request_id(), Some(DIALOG));
@@ -85,6 +93,16 @@ async fn well_formed_ssml_is_accepted() {
     let edge = "a".repeat(MAX_SPEECH_CHARS);
     assert_eq!(
         f.live.handle_post(AUTH, &speak(&edge)).await,
+        (StatusCode::NO_CONTENT, None)
+    );
+    let clip = "<speak><audio src=\"https://example.com/chime.mp3\"/></speak>";
+    assert_eq!(
+        f.live.handle_post(AUTH, &speak(clip)).await,
+        (StatusCode::NO_CONTENT, None)
+    );
+    // Valid but silent: accepted, and nothing reaches the device.
+    assert_eq!(
+        f.live.handle_post(AUTH, &speak("...")).await,
         (StatusCode::NO_CONTENT, None)
     );
     let plain_with_symbols = "Fish & chips: 3 > 2";
@@ -257,6 +275,8 @@ async fn speech_must_be_present_short_and_wrapped() {
         "<speak>one</speak><speak>two</speak>",
         "<speak>one <break time=\"1s\" </speak>",
         "before <speak>one</speak>",
+        "<speak></speak>",
+        "<speak> <break time=\"1s\"/> </speak>",
     ] {
         expect(&f.live, AUTH, &speak(speech), StatusCode::BAD_REQUEST).await;
     }
@@ -309,14 +329,21 @@ async fn a_sixth_progressive_response_gets_429() {
         StatusCode::TOO_MANY_REQUESTS,
     )
     .await;
-    let tokens: Vec<String> = std::iter::from_fn(|| f.rx.try_recv().ok())
-        .map(|d| {
+    let mut tokens = Vec::new();
+    for _ in 0..MAX_PER_REQUEST {
+        let d = next(&mut f.rx).await;
+        tokens.push(
             avs_proto::Directive::from_json(d.json.as_bytes())
                 .unwrap()
                 .payload["token"]
-                .to_string()
-        })
-        .collect();
+                .clone(),
+        );
+    }
+    f.guard.complete_and_flush().await;
+    assert!(
+        f.rx.try_recv().is_err(),
+        "the refused ones delivered nothing"
+    );
     assert_eq!(tokens.len(), MAX_PER_REQUEST as usize);
 }
 
@@ -331,14 +358,16 @@ async fn concurrent_progressive_responses_arrive_in_acceptance_order() {
         f.live.handle_post(AUTH, &three),
     );
     assert_eq!([a.0, b.0, c.0], [StatusCode::NO_CONTENT; 3]);
-    let tokens: Vec<Value> = std::iter::from_fn(|| f.rx.try_recv().ok())
-        .map(|d| {
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        let d = next(&mut f.rx).await;
+        tokens.push(
             avs_proto::Directive::from_json(d.json.as_bytes())
                 .unwrap()
                 .payload["token"]
-                .clone()
-        })
-        .collect();
+                .clone(),
+        );
+    }
     let expected: Vec<Value> = (1..=3).map(|n| json!(format!("pr-{n}-{RID}"))).collect();
     assert_eq!(tokens, expected);
 }
@@ -388,4 +417,21 @@ fn ssml_checks() {
     assert_eq!(bearer_token("Bearer abc"), Some("abc"));
     assert_eq!(bearer_token("BEARER  abc "), Some("abc"));
     assert_eq!(bearer_token("Bearer"), None);
+}
+
+#[tokio::test]
+async fn completing_releases_the_turn_sink() {
+    let mut f = fixture();
+    assert_eq!(
+        f.live.handle_post(AUTH, &speak("One moment.")).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert!(f.rx.recv().await.is_some());
+    f.guard.complete_and_flush().await;
+    // The registry keeps the request (for 403s) but not its sink: the stream can end.
+    let closed = tokio::time::timeout(Duration::from_secs(5), f.rx.recv()).await;
+    assert!(
+        matches!(closed, Ok(None)),
+        "the sink is still held after completion"
+    );
 }

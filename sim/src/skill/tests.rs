@@ -6,13 +6,17 @@ use std::pin::Pin;
 use std::sync::Mutex;
 
 use avs_proto::DirectiveKind;
+use avs_proto::interfaces::{audio_player, speech_synthesizer};
+use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::speech;
 
 type Reply = Pin<Box<dyn Future<Output = (u16, String)> + Send>>;
 type Script = Arc<dyn Fn(Value) -> Reply + Send + Sync>;
@@ -528,5 +532,43 @@ async fn another_skill_or_stop_ends_the_open_session() {
         !end_session(&live, "device-1", SessionEndReason::UserInitiated)
             .await
             .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn an_abandoned_session_is_ended_before_the_next_turn() {
+    let script: Script = Arc::new(|r: Value| {
+        if r["request"]["type"] == "SessionEndedRequest" {
+            return reply(json!({ "version": "1.0" }));
+        }
+        reply(answer("Anything else?", Some(false)))
+    });
+    let skill = FakeSkill::start(script).await;
+    let live = LiveRequests::new().with_session_idle_timeout(Duration::ZERO);
+    let (tx, _rx) = mpsc::channel(16);
+    run_turn(turn(&skill.url, None), &live, tx.clone())
+        .await
+        .unwrap();
+    run_turn(turn(&skill.url, Some("LookupIntent")), &live, tx)
+        .await
+        .unwrap();
+    let requests = skill.requests();
+    let kinds: Vec<&str> = requests
+        .iter()
+        .map(|r| r["request"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["LaunchRequest", "SessionEndedRequest", "IntentRequest"]
+    );
+    assert_eq!(requests[1]["request"]["reason"], "EXCEEDED_MAX_REPROMPTS");
+    assert_eq!(
+        requests[1]["session"]["sessionId"],
+        requests[0]["session"]["sessionId"]
+    );
+    assert_eq!(requests[2]["session"]["new"], true);
+    assert_ne!(
+        requests[2]["session"]["sessionId"],
+        requests[0]["session"]["sessionId"]
     );
 }

@@ -199,9 +199,12 @@ fn ssml_markup_is_stripped() {
         ]
     );
     assert_eq!(parse_ssml("a < b"), vec![Segment::Text("a < b".into())]);
-    assert_eq!(parse_break_time("1.5s"), Some(Duration::from_millis(1500)));
-    assert_eq!(parse_break_time("20s"), Some(Duration::from_secs(10)));
-    assert_eq!(parse_break_time("soon"), None);
+    assert_eq!(
+        ssml::parse_break_time("1.5s"),
+        Some(Duration::from_millis(1500))
+    );
+    assert_eq!(ssml::parse_break_time("20s"), Some(Duration::from_secs(10)));
+    assert_eq!(ssml::parse_break_time("soon"), None);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Helpers shared by the sim's integration tests: a device (token, h2 connection, downchannel
 //! reader), speech-like utterances, Recognize streaming paced in real time, MP3 decoding with
 //! symphonia.
-#![allow(dead_code)]
+// Test helpers panic on failure like the tests that call them.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,11 @@ pub async fn connect_device(sim: &TestSim, serial: &str) -> Device {
     let mut client = sim.client().await.unwrap();
     let resp = client.open_downchannel(&token).await.unwrap();
     assert_eq!(resp.status, 200);
-    assert!(resp.content_type().unwrap().starts_with("multipart/related"));
+    assert!(
+        resp.content_type()
+            .unwrap()
+            .starts_with("multipart/related")
+    );
     let mut parts = resp.parts().unwrap();
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -38,7 +43,9 @@ pub async fn connect_device(sim: &TestSim, serial: &str) -> Device {
     // The sim registers the downchannel before recording it.
     sim.recorder
         .wait_for(0, Duration::from_secs(5), "downchannel", |r| {
-            r.path == avs_proto::DIRECTIVES_PATH && r.status == Some(200) && r.device.as_deref() == Some(serial)
+            r.path == avs_proto::DIRECTIVES_PATH
+                && r.status == Some(200)
+                && r.device.as_deref() == Some(serial)
         })
         .await
         .unwrap();
@@ -51,8 +58,14 @@ pub async fn connect_device(sim: &TestSim, serial: &str) -> Device {
 }
 
 /// Next downchannel directive within `timeout`.
-pub async fn next_downchannel(dev: &mut Device, timeout: Duration) -> Option<(Instant, ReceivedPart)> {
-    tokio::time::timeout(timeout, dev.downchannel.recv()).await.ok().flatten()
+pub async fn next_downchannel(
+    dev: &mut Device,
+    timeout: Duration,
+) -> Option<(Instant, ReceivedPart)> {
+    tokio::time::timeout(timeout, dev.downchannel.recv())
+        .await
+        .ok()
+        .flatten()
 }
 
 /// 16 kHz mono speech for `text` (the sim's voice, resampled) with silence around it; returns
@@ -62,7 +75,10 @@ pub fn utterance(text: &str, lead_ms: u64, trail_ms: u64) -> (Vec<u8>, Duration)
     let speech = avs_sim::speech::resample_linear(&pcm, rate, 16_000);
     let lead = vec![0i16; (lead_ms * 16) as usize];
     let trail = vec![0i16; (trail_ms * 16) as usize];
-    let last_loud = speech.iter().rposition(|s| s.unsigned_abs() > 300).unwrap_or(speech.len());
+    let last_loud = speech
+        .iter()
+        .rposition(|s| s.unsigned_abs() > 300)
+        .unwrap_or(speech.len());
     let speech_end = Duration::from_secs_f64((lead.len() + last_loud) as f64 / 16_000.0);
     // A little noise so the audio is not digital silence.
     let mut seed = 12345u32;
@@ -109,7 +125,13 @@ pub struct Streamed {
 
 /// Streams `audio` in 10 ms chunks (320 bytes) paced in real time, stopping early when a
 /// StopCapture arrives on the downchannel (if `watch_downchannel`).
-pub async fn stream_recognize(dev: &mut Device, dialog: &str, initiator: &str, audio: &[u8], watch_downchannel: bool) -> Streamed {
+pub async fn stream_recognize(
+    dev: &mut Device,
+    dialog: &str,
+    initiator: &str,
+    audio: &[u8],
+    watch_downchannel: bool,
+) -> Streamed {
     let (tx, rx) = mpsc::channel::<Bytes>(4);
     let token = dev.token.clone();
     let event = dev
@@ -153,15 +175,29 @@ pub fn mp3_duration(mp3: &[u8]) -> Duration {
     use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
     use symphonia::core::meta::MetadataOptions;
 
-    let mss = MediaSourceStream::new(Box::new(std::io::Cursor::new(mp3.to_vec())), MediaSourceStreamOptions::default());
+    let mss = MediaSourceStream::new(
+        Box::new(std::io::Cursor::new(mp3.to_vec())),
+        MediaSourceStreamOptions::default(),
+    );
     let mut hint = Hint::new();
     hint.with_extension("mp3");
     let mut format = symphonia::default::get_probe()
-        .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+        .probe(
+            &hint,
+            mss,
+            FormatOptions::default(),
+            MetadataOptions::default(),
+        )
         .unwrap();
     let track = format.default_track(TrackType::Audio).unwrap();
     let track_id = track.id;
-    let params = track.codec_params.as_ref().unwrap().audio().unwrap().clone();
+    let params = track
+        .codec_params
+        .as_ref()
+        .unwrap()
+        .audio()
+        .unwrap()
+        .clone();
     let mut decoder = symphonia::default::get_codecs()
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .unwrap();

@@ -1,0 +1,136 @@
+//! Alerts end to end: an alarm set by the cloud survives SIGKILL, fires on time with the cloud
+//! gone, and is heard; an alert more than 30 minutes overdue is dropped with AlertStopped.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use avs_testkit::audio::read_wav_mono;
+use avs_testkit::sim::TestSim;
+use common::*;
+use serde_json::json;
+
+fn write_config(sim: &TestSim, dir: &Path, output: &Path) -> std::path::PathBuf {
+    let path = dir.join("avsd.toml");
+    // The sim's directory goes away with it; the device keeps its own copy of the CA.
+    let ca = dir.join("sim-ca.pem");
+    std::fs::copy(&sim.ca_pem, &ca).expect("copy CA");
+    let text = format!(
+        "[device]\nserial_number = \"alerts-test\"\n[cloud]\nendpoint = \"{url}\"\nlwa_url = \"{url}\"\nextra_ca_file = \"{ca}\"\n[paths]\nstate_dir = \"{state}\"\ncontrol_socket = \"{sock}\"\n[audio]\ninput = \"none\"\noutput = \"wav:{out}\"\n",
+        url = sim.url,
+        ca = ca.display(),
+        state = dir.join("state").display(),
+        sock = dir.join("control.sock").display(),
+        out = output.display(),
+    );
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+fn spawn(config: &Path, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_avsd"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("spawn avsd")
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarm_survives_sigkill_and_fires_offline_on_time() {
+    let sim = sim("[[turn]]\nreject = true\n").await;
+    let dir = test_dir("alarm-restart");
+    let config_path = write_config(&sim, &dir, &dir.join("first.wav"));
+    login(&avsd::config::Config::load(&config_path).expect("config")).await;
+
+    let mut first = spawn(&config_path, &dir.join("first.log"));
+    sim.recorder.wait_for_event("System.SynchronizeState", Duration::from_secs(15)).await.expect("connected");
+    let fire_at = unix_now() + Duration::from_secs(8);
+    let scheduled = time::OffsetDateTime::from_unix_timestamp(fire_at.as_secs() as i64).expect("time");
+    let fire_at = Duration::from_secs(fire_at.as_secs());
+    let stamp = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+0000",
+        scheduled.year(),
+        u8::from(scheduled.month()),
+        scheduled.day(),
+        scheduled.hour(),
+        scheduled.minute(),
+        scheduled.second()
+    );
+    let set = json!({"directive": {"header": {"namespace": "Alerts", "name": "SetAlert", "messageId": "a-1"},
+        "payload": {"token": "alarm-1", "type": "ALARM", "scheduledTime": stamp}}});
+    sim.admin.push(None, set.to_string()).await.expect("push SetAlert");
+    sim.recorder.wait_for_event("Alerts.SetAlertSucceeded", Duration::from_secs(5)).await.expect("SetAlertSucceeded");
+    let stored = std::fs::read_to_string(dir.join("state/alerts.json")).expect("alerts stored");
+    assert!(stored.contains("alarm-1"));
+
+    // Power cut: no chance to clean up. Then the cloud disappears too.
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reaped");
+    sim.stop().await;
+
+    let second_wav = dir.join("second.wav");
+    let config_path = {
+        let text = std::fs::read_to_string(&config_path).expect("config").replace("first.wav", "second.wav");
+        std::fs::write(&config_path, text).expect("rewrite config");
+        config_path
+    };
+    let spawned_at = unix_now();
+    let started = Instant::now();
+    let mut second = spawn(&config_path, &dir.join("second.log"));
+    let wait = fire_at.saturating_sub(unix_now()) + Duration::from_secs(3);
+    tokio::time::sleep(wait).await;
+    let stop = avsd::control::request(&dir.join("control.sock"), &avsd::control::Request::Stop).await.expect("avsd stop");
+    assert_eq!(stop["ok"], true);
+    let _ = Command::new("kill").arg("-TERM").arg(second.id().to_string()).status();
+    let status = second.wait().expect("exit");
+    assert!(status.success(), "avsd exited with {status}; log:\n{}", std::fs::read_to_string(dir.join("second.log")).unwrap_or_default());
+    let _ = started;
+
+    let (played, rate) = read_wav_mono(&second_wav).expect("played wav");
+    let first_loud = played.iter().position(|s| s.abs() > 0.05).expect("the alarm was heard");
+    let heard_at = spawned_at + Duration::from_secs_f64(first_loud as f64 / f64::from(rate));
+    let late = heard_at.as_secs_f64() - fire_at.as_secs_f64();
+    eprintln!("alarm heard {:.0} ms after its time", late * 1000.0);
+    assert!(late.abs() < 1.0, "alarm heard {late:.3} s off its time");
+    let after = std::fs::read_to_string(dir.join("state/alerts.json")).expect("alerts file");
+    assert!(!after.contains("alarm-1"), "a stopped alarm is removed: {after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_more_than_30_minutes_overdue_is_dropped() {
+    let sim = sim("[[turn]]\nreject = true\n").await;
+    let dir = test_dir("stale-alert");
+    let stale = time::OffsetDateTime::now_utc() - time::Duration::minutes(31);
+    let late = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
+    let fmt = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).expect("format");
+    std::fs::create_dir_all(dir.join("state")).expect("state dir");
+    std::fs::write(
+        dir.join("state/alerts.json"),
+        json!([
+            {"token": "stale-1", "kind": "TIMER", "scheduled": fmt(stale)},
+            {"token": "late-1", "kind": "TIMER", "scheduled": fmt(late)}
+        ])
+        .to_string(),
+    )
+    .expect("alerts.json");
+    let output = format!("wav:{}", dir.join("out.wav").display());
+    let device = start_device(config(&sim, &dir, "none", &output)).await;
+    let stopped = sim.recorder.wait_for_event("Alerts.AlertStopped", Duration::from_secs(10)).await.expect("AlertStopped");
+    assert_eq!(stopped.event.expect("event").payload["token"], "stale-1");
+    let started = sim.recorder.wait_for_event("Alerts.AlertStarted", Duration::from_secs(10)).await.expect("AlertStarted");
+    assert_eq!(started.event.expect("event").payload["token"], "late-1", "less than 30 minutes late: rendered now");
+    device.daemon.dialog.commands.send(avsd::dialog::DialogCommand::Stop).await.expect("stop");
+    wait_events(&sim, "Alerts.AlertStopped", 2, Duration::from_secs(5)).await;
+    device.stop().await;
+    let stored = std::fs::read_to_string(dir.join("state/alerts.json")).expect("alerts.json");
+    assert!(!stored.contains("stale-1") && !stored.contains("late-1"), "{stored}");
+}
