@@ -2,11 +2,13 @@
 //! devices), not the link alone (`link_transport.rs` covers each fault at the link level): for
 //! each of avs-sim's faults the daemon gets back to `Connected`, the events it raised meanwhile
 //! (`Speaker.VolumeChanged` from local volume commands) reach the cloud exactly once and in
-//! order, and no task dies (a dead task would stop the daemon, which `Device::stop` reports).
+//! order, and every daemon task is still alive at the end (the dialog core answers a status
+//! request, `supervise` ends without a dead task).
 //! Recovery times are printed (`cargo test --test faults -- --nocapture`), never asserted.
+// Test helpers outside #[test] fns: a failed set-up step fails the test, like `expect` in one.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
-#[allow(dead_code, unused_imports)]
 mod link_support;
 
 use std::time::{Duration, Instant};
@@ -109,6 +111,28 @@ async fn wait_disconnected(device: &Device) {
         .expect("link state");
 }
 
+/// Checks that the daemon survived (the dialog core answers, no task died), then stops it.
+async fn stop_alive(device: Device) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    device
+        .daemon
+        .dialog
+        .commands
+        .send(DialogCommand::Status(tx))
+        .await
+        .expect("the dialog core takes commands");
+    tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("the dialog core answers in time")
+        .expect("status");
+    device.shutdown.cancel();
+    device
+        .daemon
+        .supervise()
+        .await
+        .expect("no daemon task died");
+}
+
 fn report(name: &str, took: Duration) {
     println!(
         "fault {name}: back to Connected after {:.1} ms",
@@ -142,7 +166,7 @@ async fn connection_fault(name: &str, fault: Fault) {
             .is_some_and(|e| e.name == "SynchronizeState")),
         "no SynchronizeState after {name}"
     );
-    device.stop().await;
+    stop_alive(device).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,7 +228,7 @@ async fn event_403_refreshes_the_token_through_lwa_and_the_event_goes_once() {
         "a 403 on an event must not reconnect"
     );
     assert_eq!(*device.daemon.link.borrow(), LinkState::Connected);
-    device.stop().await;
+    stop_alive(device).await;
 }
 
 async fn throttled(status: u16) {
@@ -233,7 +257,7 @@ async fn throttled(status: u16) {
         .count();
     assert_eq!(refused, 2, "the sim refused two attempts with {status}");
     assert_eq!(*device.daemon.link.borrow(), LinkState::Connected);
-    device.stop().await;
+    stop_alive(device).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,7 +312,7 @@ async fn unanswered_pings_tear_the_connection_down_and_it_comes_back() {
         "no ping answered after the fault was lifted"
     );
     assert_eq!(*device.daemon.link.borrow(), LinkState::Connected);
-    device.stop().await;
+    stop_alive(device).await;
 }
 
 /// The cloud endpoint dies in the middle of a Recognize and comes back on the same port. avs-sim
@@ -352,5 +376,5 @@ async fn cloud_killed_mid_recognize_and_restarted_on_the_same_port() {
         (back - t0).as_secs_f64() * 1000.0
     );
     assert_volumes_once_in_order(&sim, &device, mark, &[61, 62, 63]).await;
-    device.stop().await;
+    stop_alive(device).await;
 }

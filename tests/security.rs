@@ -2,6 +2,8 @@
 //! never connected to, and the error names the certificate problem); token files are 0600 and
 //! no token string reaches the logs at any level (every crate's tracing captured at TRACE during
 //! login, a dialog and a token refresh); avs-sim refuses bad, expired and foreign tokens.
+// Test helpers outside #[test] fns: a failed set-up step fails the test, like `expect` in one.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
 
@@ -172,17 +174,6 @@ async fn tls_verification_stays_on_and_names_the_certificate_problem() {
         let key_name = key.split(' ').next().unwrap_or_default();
         assert!(err.to_string().contains(key_name), "{key}: {err}");
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 async fn sim_with(lwa: LwaConfig) -> avs_testkit::sim::TestSim {

@@ -3,6 +3,8 @@
 //! track and a volume change). Asserts no failed dialog and no leaked file descriptor; memory
 //! and time are reported, not asserted (they belong to the bench, see docs/performance.md).
 //! The long run: `cargo run --release --bin avsd-bench -- --soak 1000 --json soak.json`.
+// Test helpers outside #[test] fns: a failed set-up step fails the test, like `expect` in one.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::process::Command;
 
