@@ -9,7 +9,10 @@ fuzz_target!(|data: &[u8]| {
     let reader = std::io::Cursor::new(data.to_vec());
     let mut samples = 0usize;
     let _ = avsd::audio::decode::decode_stream(reader, None, |pcm, rate, channels| {
-        assert!(rate > 0 && channels > 0, "decoded PCM without a rate or channels");
+        assert!(
+            rate > 0 && channels > 0,
+            "decoded PCM without a rate or channels"
+        );
         samples += pcm.len();
         Ok(())
     });

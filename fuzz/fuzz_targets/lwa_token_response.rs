@@ -15,7 +15,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = serde_json::from_slice::<CodePairResponse>(data);
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
         let error = v["error"].as_str().unwrap_or_default();
-        let description = v["error_description"].as_str().unwrap_or_default().to_owned();
+        let description = v["error_description"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let _ = classify(error, description).is_transient();
     }
 });

@@ -16,12 +16,18 @@ fuzz_target!(|data: &[u8]| {
         .to_owned();
     let content_type = format!("multipart/related; boundary={boundary}; type=\"application/json\"");
     // Small limits so the oversized paths run too.
-    let limits = Limits { json_part_bytes: 2048, binary_part_bytes: 4096 };
+    let limits = Limits {
+        json_part_bytes: 2048,
+        binary_part_bytes: 4096,
+    };
     let step = 1 + data.len() % 61;
-    let chunks: Vec<Result<Bytes, std::io::Error>> =
-        data.chunks(step).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let chunks: Vec<Result<Bytes, std::io::Error>> = data
+        .chunks(step)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
     let stream = futures_util::stream::iter(chunks);
-    let Ok(mut reader) = PartReader::new(&content_type, MultipartKind::Related, stream, limits) else {
+    let Ok(mut reader) = PartReader::new(&content_type, MultipartKind::Related, stream, limits)
+    else {
         return;
     };
     futures_executor::block_on(async {
@@ -29,7 +35,10 @@ fuzz_target!(|data: &[u8]| {
         for _ in 0..=data.len() + 2 {
             match reader.next().await {
                 Ok(Some(PartEvent::Json { body, .. })) => {
-                    assert!(body.len() <= limits.json_part_bytes, "JSON part over its limit");
+                    assert!(
+                        body.len() <= limits.json_part_bytes,
+                        "JSON part over its limit"
+                    );
                     let _ = avs_proto::Directive::from_json(&body);
                 }
                 Ok(Some(_)) => {}
