@@ -115,7 +115,13 @@ impl Event {
             },
             Some(_) => return Err(EventError::Envelope("context is not an array".into())),
         };
-        let message: Message = serde_json::from_value(root["event"].take())
+        // `get_mut`, not `root["event"]`: indexing a non-object JSON value panics (found by the
+        // directive_from_json fuzz target with the input `6`).
+        let event = root
+            .get_mut("event")
+            .map(Value::take)
+            .unwrap_or(Value::Null);
+        let message: Message = serde_json::from_value(event)
             .map_err(|e| EventError::Envelope(format!("event: {e}")))?;
         if !message.payload.is_object() {
             return Err(EventError::Envelope("payload is not an object".into()));
@@ -174,6 +180,26 @@ fn sdk_property(mut v: Value) -> ContextEntry {
 
 #[cfg(test)]
 mod tests {
+    /// Fuzz regression (fuzz/artifacts/directive_from_json/crash-c1dfd96e…): metadata that is
+    /// valid JSON but not an object must be an error, not a panic.
+    #[test]
+    fn non_object_metadata_is_an_error_not_a_panic() {
+        for input in [
+            &b"6"[..],
+            b"[]",
+            b"\"x\"",
+            b"null",
+            b"true",
+            b"[{\"event\":{}}]",
+        ] {
+            assert!(
+                Event::from_json(input).is_err(),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
     use super::*;
     use crate::interfaces::{TokenPayload, speech_synthesizer};
 
