@@ -29,9 +29,7 @@ pub struct SelftestArgs {
 #[derive(Debug, Subcommand)]
 pub enum Check {
     /// Decode an audio file to the end; print frames, rate, channels, duration and level.
-    Decode {
-        file: PathBuf,
-    },
+    Decode { file: PathBuf },
     /// TLS 1.3 + ALPN h2 handshake with an AVS endpoint (or avs-sim) and one `GET /ping`.
     Connect {
         /// Base URL, e.g. `https://127.0.0.1:8443`.
@@ -118,7 +116,15 @@ pub async fn run(args: SelftestArgs) -> ExitCode {
             ca,
             state_dir,
             expect_status,
-        } => connect(&endpoint, ca.as_deref(), state_dir.as_deref(), expect_status).await,
+        } => {
+            connect(
+                &endpoint,
+                ca.as_deref(),
+                state_dir.as_deref(),
+                expect_status,
+            )
+            .await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -269,12 +275,13 @@ pub async fn check_connect(
     if session.alpn_protocol() != Some(ALPN_H2) {
         return Err(SelftestError::NoH2 { host });
     }
-    let (mut send, connection) = h2::client::handshake(stream)
-        .await
-        .map_err(|source| SelftestError::H2 {
-            what: "handshake",
-            source,
-        })?;
+    let (mut send, connection) =
+        h2::client::handshake(stream)
+            .await
+            .map_err(|source| SelftestError::H2 {
+                what: "handshake",
+                source,
+            })?;
     let driver = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "selftest connection ended");
@@ -353,8 +360,8 @@ mod tests {
 
     #[test]
     fn a_non_audio_file_is_an_error_naming_it() {
-        let err = decode_file(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-            .unwrap_err();
+        let err =
+            decode_file(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap_err();
         assert!(err.to_string().contains("Cargo.toml"), "{err}");
         let err = decode_file(&fixture("missing.mp3")).unwrap_err();
         assert!(matches!(err, SelftestError::Open { .. }), "{err}");

@@ -193,7 +193,11 @@ async fn run_speaks_the_notify_protocol_and_stops_on_sigterm() {
         pings.extend(lines.iter().filter(|l| *l == "WATCHDOG=1").map(|_| at));
     }
     assert!(pings.len() >= 5, "only {} WATCHDOG=1 in 2 s", pings.len());
-    let max_gap = pings.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    let max_gap = pings
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
     assert!(
         max_gap < Duration::from_micros(WATCHDOG_USEC),
         "watchdog gap {max_gap:?} ≥ WatchdogSec"
@@ -210,7 +214,10 @@ async fn run_speaks_the_notify_protocol_and_stops_on_sigterm() {
     while !stopping {
         let left = (killed + Duration::from_secs(5)).saturating_duration_since(Instant::now());
         let Some((_, lines)) = next_message(&socket, left).await else {
-            panic!("no STOPPING=1 within 5 s of SIGTERM; log:\n{}", log_of(&dir));
+            panic!(
+                "no STOPPING=1 within 5 s of SIGTERM; log:\n{}",
+                log_of(&dir)
+            );
         };
         stopping = lines.iter().any(|l| l == "STOPPING=1");
         assert!(
@@ -222,9 +229,17 @@ async fn run_speaks_the_notify_protocol_and_stops_on_sigterm() {
     let status = wait_exit(&mut child.0, left)
         .await
         .unwrap_or_else(|| panic!("still running 5 s after SIGTERM; log:\n{}", log_of(&dir)));
-    assert_eq!(status.code(), Some(0), "exit status; log:\n{}", log_of(&dir));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status; log:\n{}",
+        log_of(&dir)
+    );
     eprintln!("stopped {} ms after SIGTERM", killed.elapsed().as_millis());
-    assert!(log_of(&dir).contains("SIGTERM"), "the log says why it stopped");
+    assert!(
+        log_of(&dir).contains("SIGTERM"),
+        "the log says why it stopped"
+    );
 
     sim.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -238,10 +253,18 @@ async fn run_without_tokens_exits_78_and_says_to_log_in() {
     let mut child = Reaper(spawn_avsd(&config_path, &dir, None));
     let status = wait_exit(&mut child.0, Duration::from_secs(20))
         .await
-        .unwrap_or_else(|| panic!("avsd run without tokens kept running; log:\n{}", log_of(&dir)));
+        .unwrap_or_else(|| {
+            panic!(
+                "avsd run without tokens kept running; log:\n{}",
+                log_of(&dir)
+            )
+        });
     let log = log_of(&dir);
     assert_eq!(status.code(), Some(78), "EX_CONFIG; log:\n{log}");
-    assert!(log.contains("avsd login"), "tells to run avsd login:\n{log}");
+    assert!(
+        log.contains("avsd login"),
+        "tells to run avsd login:\n{log}"
+    );
     assert!(
         sim.recorder.records().is_empty(),
         "nothing was sent to the cloud: {:?}",
@@ -267,9 +290,10 @@ async fn selftest_connect_pings_over_tls13_and_h2() {
     assert_eq!(report.status, 403);
 
     common::login(&config).await;
-    let report = avsd::selftest::check_connect(&sim.url, Some(&sim.ca_pem), Some(&config.state_dir))
-        .await
-        .expect("connect with token");
+    let report =
+        avsd::selftest::check_connect(&sim.url, Some(&sim.ca_pem), Some(&config.state_dir))
+            .await
+            .expect("connect with token");
     assert_eq!(report.status, 204);
     assert!(
         sim.recorder
@@ -290,7 +314,11 @@ async fn selftest_connect_pings_over_tls13_and_h2() {
 
     // And the binary itself, as cross-check runs it (on a blocking thread: the sim is served by
     // this test's runtime meanwhile).
-    let (url, ca, state) = (sim.url.to_string(), sim.ca_pem.clone(), config.state_dir.clone());
+    let (url, ca, state) = (
+        sim.url.to_string(),
+        sim.ca_pem.clone(),
+        config.state_dir.clone(),
+    );
     let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_avsd"))
             .args(["selftest", "connect", "--endpoint", &url, "--ca"])
@@ -309,7 +337,10 @@ async fn selftest_connect_pings_over_tls13_and_h2() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("tls=TLSv1.3 alpn=h2 GET /ping status=204"), "{stdout}");
+    assert!(
+        stdout.contains("tls=TLSv1.3 alpn=h2 GET /ping status=204"),
+        "{stdout}"
+    );
 
     sim.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
