@@ -3,6 +3,9 @@
 //! on SIGTERM), the exit code when the device was never linked, and `avsd selftest connect`
 //! against an avs-sim on loopback (real TLS + HTTP/2).
 
+// Helpers outside #[test] functions (and tests/common) also fail the test by panicking.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::os::unix::net::UnixDatagram as StdUnixDatagram;
