@@ -64,6 +64,9 @@ pub enum Command {
     /// A whole spoken dialog against a built-in avs-sim: no account, no network needed.
     #[cfg(feature = "demo")]
     Demo(crate::demo::DemoArgs),
+    /// Smoke checks of this build on its target (decode, TLS + HTTP/2); used by cross-check.
+    #[command(hide = true)]
+    Selftest(crate::selftest::SelftestArgs),
 }
 
 /// Runs a parsed command line.
@@ -113,6 +116,7 @@ pub fn run(cli: Cli) -> ExitCode {
             },
             #[cfg(feature = "demo")]
             Command::Demo(args) => crate::demo::run(args).await,
+            Command::Selftest(args) => crate::selftest::run(args).await,
         }
     })
 }

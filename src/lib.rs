@@ -14,6 +14,7 @@
 //! - `persist`: atomic JSON state files.
 //! - `daemon`: wiring and supervision; `service`: systemd notify and signals; `control`: the
 //!   control socket (JSON lines) and its client.
+//! - `selftest`: hidden `avsd selftest` smoke checks (decode, TLS + HTTP/2) for cross builds.
 //! - `audio`: devices, capture (16 kHz frames), decoding, the mixer and playback, earcons.
 
 pub mod agents;
@@ -32,5 +33,6 @@ pub mod directives;
 pub mod focus;
 pub mod media;
 pub mod persist;
+pub mod selftest;
 pub mod service;
 pub mod transport;
