@@ -10,12 +10,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
 use url::Url;
 
 use crate::audio::decode::{DecodeError, decode_stream};
-use crate::transport::tls::{ALPN_H2, TlsError, client_config};
+use crate::transport::tls::{TlsError, client_config};
 
 /// Everything `connect` may take, TCP to response, under qemu on a loaded machine.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -73,24 +71,10 @@ pub enum SelftestError {
         #[source]
         source: crate::auth::token_store::TokenStoreError,
     },
-    #[error("endpoint {0} has no usable host")]
-    NoHost(Url),
-    #[error("TCP connect to {addr} failed: {source}")]
-    Tcp {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("TLS handshake with {host} failed: {source}")]
-    Handshake {
-        host: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    Connect(#[from] crate::transport::connection::ConnectError),
     #[error("{host} negotiated {version}, not TLS 1.3")]
     NotTls13 { host: String, version: String },
-    #[error("{host} did not negotiate ALPN h2")]
-    NoH2 { host: String },
     #[error("HTTP/2 {what} failed: {source}")]
     H2 {
         what: &'static str,
@@ -237,33 +221,7 @@ pub async fn check_connect(
         None => None,
     };
     let tls = client_config(ca)?;
-    let server_name: ServerName<'static> = match endpoint.host() {
-        Some(url::Host::Domain(d)) => ServerName::try_from(d.to_owned())
-            .map_err(|_| SelftestError::NoHost(endpoint.clone()))?,
-        Some(url::Host::Ipv4(ip)) => ServerName::IpAddress(std::net::IpAddr::V4(ip).into()),
-        Some(url::Host::Ipv6(ip)) => ServerName::IpAddress(std::net::IpAddr::V6(ip).into()),
-        None => return Err(SelftestError::NoHost(endpoint.clone())),
-    };
-    let host = endpoint
-        .host_str()
-        .unwrap_or_default()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = endpoint.port_or_known_default().unwrap_or(443);
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|source| SelftestError::Tcp {
-            addr: format!("{host}:{port}"),
-            source,
-        })?;
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(server_name, tcp)
-        .await
-        .map_err(|source| SelftestError::Handshake {
-            host: host.clone(),
-            source,
-        })?;
+    let (stream, host) = crate::transport::connection::connect_tls(endpoint, tls).await?;
     let session = stream.get_ref().1;
     let version = session.protocol_version();
     if version != Some(rustls::ProtocolVersion::TLSv1_3) {
@@ -271,9 +229,6 @@ pub async fn check_connect(
             host,
             version: format!("{version:?}"),
         });
-    }
-    if session.alpn_protocol() != Some(ALPN_H2) {
-        return Err(SelftestError::NoH2 { host });
     }
     let (mut send, connection) =
         h2::client::handshake(stream)

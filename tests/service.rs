@@ -311,7 +311,12 @@ async fn selftest_connect_pings_over_tls13_and_h2() {
         .await
         .expect_err("unknown CA");
     assert!(
-        matches!(err, avsd::selftest::SelftestError::Handshake { .. }),
+        matches!(
+            err,
+            avsd::selftest::SelftestError::Connect(
+                avsd::transport::connection::ConnectError::Tls { .. }
+            )
+        ),
         "{err}"
     );
 

@@ -143,10 +143,12 @@ pub enum ConnectError {
 
 type H2Connection = h2::client::Connection<tokio_rustls::client::TlsStream<TcpStream>, Bytes>;
 
-async fn connect(
+/// TCP, then TLS with ALPN h2, to `endpoint`: the stream and the host it was made to.
+/// `selftest` uses it too, so the device and its self-check connect the same way.
+pub(crate) async fn connect_tls(
     endpoint: &Url,
     tls: Arc<rustls::ClientConfig>,
-) -> Result<(SendRequest<Bytes>, H2Connection), ConnectError> {
+) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, String), ConnectError> {
     let server_name: ServerName<'static> = match endpoint.host() {
         Some(url::Host::Domain(d)) => ServerName::try_from(d.to_owned())
             .map_err(|_| ConnectError::NoHost(endpoint.to_string()))?,
@@ -178,6 +180,14 @@ async fn connect(
     if tls_stream.get_ref().1.alpn_protocol() != Some(super::tls::ALPN_H2) {
         return Err(ConnectError::NoH2(host));
     }
+    Ok((tls_stream, host))
+}
+
+async fn connect(
+    endpoint: &Url,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<(SendRequest<Bytes>, H2Connection), ConnectError> {
+    let (tls_stream, _) = connect_tls(endpoint, tls).await?;
     h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
