@@ -425,15 +425,7 @@ fn open_cpal_input(
     };
     let (producer, consumer) = input_ring(chosen.rate, chosen.channels);
     let cb = InputCallback::new(producer, chosen.channels, counters.clone());
-    let err_counters = counters;
-    let err_fn = move |e: cpal::Error| {
-        if e.kind() == cpal::ErrorKind::Xrun {
-            err_counters.input_overruns.fetch_add(1, Ordering::Relaxed);
-        } else {
-            err_counters.stream_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "input stream error");
-        }
-    };
+    let err_fn = stream_error_handler(counters, "input", |c| &c.input_overruns);
     let stream = match chosen.format {
         SampleFormatKind::I16 => build_input::<i16>(&device, config, cb, err_fn),
         SampleFormatKind::F32 => build_input::<f32>(&device, config, cb, err_fn),
@@ -579,17 +571,7 @@ fn open_cpal_output(
         master_gain.clone(),
         counters.clone(),
     );
-    let err_counters = counters;
-    let err_fn = move |e: cpal::Error| {
-        if e.kind() == cpal::ErrorKind::Xrun {
-            err_counters
-                .output_underruns
-                .fetch_add(1, Ordering::Relaxed);
-        } else {
-            err_counters.stream_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "output stream error");
-        }
-    };
+    let err_fn = stream_error_handler(counters, "output", |c| &c.output_underruns);
     let stream = match chosen.format {
         SampleFormatKind::I16 => build_output::<i16>(&device, config, cb, err_fn),
         SampleFormatKind::F32 => build_output::<f32>(&device, config, cb, err_fn),
@@ -618,6 +600,23 @@ fn open_cpal_output(
             granted_period_frames: granted,
         },
     })
+}
+
+/// The error callback of a cpal stream: xruns bump the direction's counter, anything else is
+/// counted and logged (this runs on cpal's stream thread, not in the audio callback).
+fn stream_error_handler(
+    counters: Arc<Counters>,
+    direction: &'static str,
+    xruns: fn(&Counters) -> &std::sync::atomic::AtomicU64,
+) -> impl FnMut(cpal::Error) + Send + 'static {
+    move |e: cpal::Error| {
+        if e.kind() == cpal::ErrorKind::Xrun {
+            xruns(&counters).fetch_add(1, Ordering::Relaxed);
+        } else {
+            counters.stream_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, direction, "stream error");
+        }
+    }
 }
 
 #[cfg(test)]
