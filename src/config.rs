@@ -80,6 +80,7 @@ struct RawCloud {
     ping_idle_s: Option<u64>,
     ping_timeout_s: Option<u64>,
     offline_queue_events: Option<usize>,
+    offline_event_max_age_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,6 +172,8 @@ pub struct CloudConfig {
     pub ping_idle: Duration,
     pub ping_timeout: Duration,
     pub offline_queue_events: usize,
+    /// Events queued longer than this are not replayed after a restart.
+    pub offline_event_max_age: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -299,6 +302,11 @@ impl Config {
         if offline_queue_events == 0 {
             return Err(invalid("cloud.offline_queue_events", "must be at least 1"));
         }
+        let offline_event_max_age =
+            Duration::from_secs(raw.cloud.offline_event_max_age_s.unwrap_or(24 * 3600));
+        if offline_event_max_age.is_zero() {
+            return Err(invalid("cloud.offline_event_max_age_s", "must be at least 1"));
+        }
 
         let period_ms = raw.audio.period_ms.unwrap_or(20);
         if !(10..=20).contains(&period_ms) {
@@ -401,6 +409,7 @@ impl Config {
                 ping_idle,
                 ping_timeout,
                 offline_queue_events,
+                offline_event_max_age,
             },
             state_dir: raw
                 .paths
@@ -454,7 +463,7 @@ impl Config {
         let opt = |v: Option<String>| v.unwrap_or_else(|| "(device default)".into());
         format!(
             "[device]\nclient_id = {:?}\nproduct_id = {:?}\nserial_number = {:?}\nfirmware_version = {:?}\nlocale = {:?}\n\n\
-             [cloud]\nregion = {region:?}\nendpoint = {:?}\nlwa_url = {:?}\nextra_ca_file = {:?}\nping_idle_s = {}\nping_timeout_s = {}\noffline_queue_events = {}\n\n\
+             [cloud]\nregion = {region:?}\nendpoint = {:?}\nlwa_url = {:?}\nextra_ca_file = {:?}\nping_idle_s = {}\nping_timeout_s = {}\noffline_queue_events = {}\noffline_event_max_age_s = {}\n\n\
              [paths]\nstate_dir = {:?}\ncontrol_socket = {:?}\n\n\
              [audio]\ninput = {:?}\noutput = {:?}\nperiod_ms = {}\ninput_rate = {:?}\noutput_rate = {:?}\ninput_channels = {:?}\ncapture_channel = {:?}\nmixer_control = {:?}\ncontent_under_dialog = {:?}\nduck_level = {}\nearcons = {}\ninitial_volume = {}\n\n\
              [dialog]\nprofile = {profile:?}\ninitiator = {:?}\nmax_capture_ms = {}\nthinking_timeout_ms = {}\n\n\
@@ -474,6 +483,7 @@ impl Config {
             self.cloud.ping_idle.as_secs(),
             self.cloud.ping_timeout.as_secs(),
             self.cloud.offline_queue_events,
+            self.cloud.offline_event_max_age.as_secs(),
             self.state_dir.display().to_string(),
             self.control_socket.display().to_string(),
             self.audio.input,

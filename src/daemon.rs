@@ -2,7 +2,8 @@
 //! systemd and stops cleanly. `avsd run` and `avsd demo` both go through [`Daemon::start`].
 //!
 //! Stop order on shutdown (style.md P3): STOPPING=1, stop capture and speech (the dialog core
-//! does it when cancelled), let the link close its streams, join every task with a 5 s deadline.
+//! does it when cancelled), let the link close its streams, join every task with a 5 s deadline,
+//! then write the events still unsent to the state directory (they are sent after the next start).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,12 @@ use crate::context::ContextBoard;
 use crate::control;
 use crate::dialog::{DialogCore, DialogDeps, DialogHandle};
 use crate::service;
+use crate::transport::outbox::store::OutboxStore;
 use crate::transport::{self, LinkConfig, LinkState};
+
+/// Longest time between a change of the unsent events and its copy on disk (what a power cut
+/// can lose).
+const OUTBOX_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why the daemon could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +52,7 @@ pub struct Daemon {
     pub link: watch::Receiver<LinkState>,
     tasks: JoinSet<&'static str>,
     shutdown: CancellationToken,
+    outbox_store: Arc<OutboxStore>,
     // Kept last: dropping it closes the audio devices after every task has stopped.
     audio: AudioEngine,
 }
@@ -92,6 +99,12 @@ impl Daemon {
             incoming_tx,
             shutdown.child_token(),
         );
+        // Before any task runs: last run's unsent events go out first on the first connection.
+        let outbox_store = Arc::new(OutboxStore::new(&config.state_dir, link.outbox.clone()));
+        outbox_store.restore(
+            std::time::SystemTime::now(),
+            config.cloud.offline_event_max_age,
+        );
         // The dialog core fills the context board before the link task first runs, so the
         // first SynchronizeState carries every agent's state.
         let (dialog, core) = DialogCore::new(DialogDeps {
@@ -116,6 +129,12 @@ impl Daemon {
             link_task.await;
             "link"
         });
+        let store = outbox_store.clone();
+        let store_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            store.run(OUTBOX_WRITE_INTERVAL, store_shutdown).await;
+            "outbox store"
+        });
         let core_shutdown = shutdown.clone();
         tasks.spawn(async move {
             core.run(core_shutdown).await;
@@ -135,6 +154,7 @@ impl Daemon {
             link: link.state,
             tasks,
             shutdown,
+            outbox_store,
             audio,
         })
     }
@@ -193,6 +213,13 @@ impl Daemon {
         {
             tracing::warn!("tasks did not stop within 5 s; leaving anyway");
             self.tasks.abort_all();
+        }
+        match self.outbox_store.save_now() {
+            Ok(()) => tracing::info!(
+                queued = self.outbox_store.queued_len(),
+                "unsent events kept for the next start"
+            ),
+            Err(e) => tracing::error!(error = %e, "unsent events could not be kept"),
         }
         result
     }

@@ -5,9 +5,16 @@
 //! it with a 2xx, so an event in flight when a connection dies is sent again on the next one
 //! and an accepted one never is. `Recognize` is not queued: it needs a live connection to stream
 //! its audio, so it is handed straight to the current connection or refused.
+//!
+//! Each queued event keeps the wall-clock time it was queued, and every change bumps a revision
+//! counter, so [`store`] can keep a copy on disk across restarts and power cuts.
+
+pub mod store;
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 
 use avs_proto::Event;
 use bytes::Bytes;
@@ -71,10 +78,17 @@ pub(crate) struct RecognizeRequest {
     pub outcome: OutcomeGuard,
 }
 
+/// An event waiting to be sent, with the wall-clock time it was queued.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedEvent {
+    pub event: Event,
+    pub queued_at: SystemTime,
+}
+
 /// The ordered, bounded queue itself (pure; no I/O, no waiting).
 #[derive(Debug)]
 pub struct EventQueue {
-    events: VecDeque<Event>,
+    events: VecDeque<QueuedEvent>,
     capacity: usize,
     dropped: u64,
 }
@@ -88,19 +102,40 @@ impl EventQueue {
         }
     }
 
-    /// Appends; returns the event dropped to make room, if any.
-    pub fn push(&mut self, event: Event) -> Option<Event> {
-        self.events.push_back(event);
+    /// Appends an event queued at `queued_at`; returns the event dropped to make room, if any.
+    pub fn push(&mut self, event: Event, queued_at: SystemTime) -> Option<Event> {
+        self.events.push_back(QueuedEvent { event, queued_at });
         if self.events.len() > self.capacity {
             self.dropped += 1;
-            return self.events.pop_front();
+            return self.events.pop_front().map(|q| q.event);
         }
         None
     }
 
+    /// Puts events from an earlier run in front of everything queued since (they are older),
+    /// oldest first. The capacity still holds: the oldest go first. Returns how many were
+    /// dropped for room.
+    pub fn restore(&mut self, older: Vec<QueuedEvent>) -> usize {
+        let before = self.dropped;
+        for q in older.into_iter().rev() {
+            if self.events.len() >= self.capacity {
+                // Everything left in `older` is older still than what is queued: drop it.
+                self.dropped += 1;
+                continue;
+            }
+            self.events.push_front(q);
+        }
+        (self.dropped - before) as usize
+    }
+
     /// The next event to send (it stays queued until [`EventQueue::delivered`]).
     pub fn front(&self) -> Option<&Event> {
-        self.events.front()
+        self.events.front().map(|q| &q.event)
+    }
+
+    /// Every queued event, oldest first, with its queue time.
+    pub fn iter(&self) -> impl Iterator<Item = &QueuedEvent> {
+        self.events.iter()
     }
 
     /// AVS accepted (or finally refused) the event with this messageId: forget it. Does nothing
@@ -109,7 +144,7 @@ impl EventQueue {
         if self
             .events
             .front()
-            .is_some_and(|e| e.header.message_id == message_id)
+            .is_some_and(|q| q.event.header.message_id == message_id)
         {
             self.events.pop_front();
         }
@@ -133,6 +168,10 @@ pub(crate) struct OutboxShared {
     queue: Mutex<EventQueue>,
     pub(crate) queued: Notify,
     session: Mutex<Option<mpsc::Sender<RecognizeRequest>>>,
+    /// Bumped (under the queue lock) on every change of the queue's content.
+    revision: AtomicU64,
+    /// Wakes the store's writer after a change.
+    pub(crate) changed: Notify,
 }
 
 /// Handle for sending events; cheap to clone.
@@ -148,20 +187,33 @@ impl Outbox {
                 queue: Mutex::new(EventQueue::new(capacity)),
                 queued: Notify::new(),
                 session: Mutex::new(None),
+                revision: AtomicU64::new(0),
+                changed: Notify::new(),
             }),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, EventQueue> {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Call with the queue lock held, after changing the queue.
+    fn bump(&self) {
+        self.shared.revision.fetch_add(1, Ordering::Relaxed);
+        self.shared.changed.notify_one();
     }
 
     /// Queues an event; never blocks. Kept while offline (bounded, oldest dropped with a counted
     /// log line) and sent once, in order, when connected.
     pub fn send(&self, event: Event) {
         let dropped = {
-            let mut q = self
-                .shared
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            q.push(event).map(|e| (e, q.dropped()))
+            let mut q = self.lock();
+            let dropped = q.push(event, SystemTime::now()).map(|e| (e, q.dropped()));
+            self.bump();
+            dropped
         };
         if let Some((old, total)) = dropped {
             warn!(event = %old.qualified_name(), message_id = %old.header.message_id, dropped_total = total,
@@ -209,17 +261,40 @@ impl Outbox {
 
     /// Removes and returns every queued event, oldest first (to persist them at shutdown).
     pub fn take_queued(&self) -> Vec<Event> {
-        let mut q = self
-            .shared
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        std::iter::from_fn(|| {
+        let mut q = self.lock();
+        let taken = std::iter::from_fn(|| {
             let e = q.front()?.clone();
             q.delivered(&e.header.message_id);
             Some(e)
         })
-        .collect()
+        .collect();
+        self.bump();
+        taken
+    }
+
+    /// A copy of the queue (oldest first) and its revision; the queue is left as it is.
+    pub fn snapshot(&self) -> (u64, Vec<QueuedEvent>) {
+        let q = self.lock();
+        (
+            self.shared.revision.load(Ordering::Relaxed),
+            q.iter().cloned().collect(),
+        )
+    }
+
+    /// Queues events kept from an earlier run ahead of anything queued since; returns how many
+    /// did not fit.
+    pub fn restore(&self, older: Vec<QueuedEvent>) -> usize {
+        if older.is_empty() {
+            return 0;
+        }
+        let dropped = {
+            let mut q = self.lock();
+            let dropped = q.restore(older);
+            self.bump();
+            dropped
+        };
+        self.shared.queued.notify_one();
+        dropped
     }
 
     /// Events dropped for room since start.
@@ -241,11 +316,9 @@ impl Outbox {
     }
 
     pub(crate) fn delivered(&self, message_id: &str) {
-        self.shared
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .delivered(message_id);
+        let mut q = self.lock();
+        q.delivered(message_id);
+        self.bump();
     }
 
     pub(crate) fn set_session(&self, session: Option<mpsc::Sender<RecognizeRequest>>) {
@@ -266,11 +339,15 @@ mod tests {
         Event::raw("Test", &format!("E{n}"), json!({}))
     }
 
+    fn at(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s)
+    }
+
     #[test]
     fn keeps_order_and_removes_only_what_was_delivered() {
         let mut q = EventQueue::new(8);
         for n in 0..3 {
-            assert!(q.push(ev(n)).is_none());
+            assert!(q.push(ev(n), at(1)).is_none());
         }
         let first = q.front().unwrap().clone();
         assert_eq!(first.header.name, "E0");
@@ -295,18 +372,34 @@ mod tests {
     #[test]
     fn full_queue_drops_the_oldest_and_counts() {
         let mut q = EventQueue::new(2);
-        q.push(ev(0));
-        q.push(ev(1));
-        let dropped = q.push(ev(2)).unwrap();
+        q.push(ev(0), at(0));
+        q.push(ev(1), at(1));
+        let dropped = q.push(ev(2), at(2)).unwrap();
         assert_eq!(dropped.header.name, "E0");
         assert_eq!(q.dropped(), 1);
         assert_eq!(q.len(), 2);
         assert_eq!(q.front().unwrap().header.name, "E1");
         // The in-flight front was dropped meanwhile: delivering it must not remove E2.
         let inflight = q.front().unwrap().clone();
-        q.push(ev(3));
+        q.push(ev(3), at(3));
         q.delivered(&inflight.header.message_id);
         assert_eq!(q.front().unwrap().header.name, "E2");
+    }
+
+    #[test]
+    fn restored_events_go_first_and_the_oldest_make_room() {
+        let mut q = EventQueue::new(3);
+        q.push(ev(10), at(10));
+        let older = (0..4)
+            .map(|n| QueuedEvent {
+                event: ev(n),
+                queued_at: at(u64::from(n)),
+            })
+            .collect();
+        assert_eq!(q.restore(older), 2, "E0 and E1 do not fit");
+        let names: Vec<_> = q.iter().map(|x| x.event.header.name.clone()).collect();
+        assert_eq!(names, vec!["E2", "E3", "E10"]);
+        assert_eq!(q.dropped(), 2);
     }
 
     #[tokio::test]
