@@ -221,7 +221,7 @@ async fn login(path: &Path) -> ExitCode {
     match result {
         Ok(()) => {
             println!(
-                "Linked. Tokens are stored in {}. Start the service: systemctl start avsd",
+                "Linked. Tokens are stored in {}. A running avsd waiting for a login picks them up within a second; otherwise start the service: systemctl start avsd",
                 config.state_dir.display()
             );
             ExitCode::SUCCESS

@@ -294,3 +294,129 @@ async fn offline_events_survive_sigterm_and_arrive_once_in_order() {
 async fn offline_events_survive_sigkill_and_arrive_once_in_order() {
     offline_events_survive("outbox-kill", Stop::Kill).await;
 }
+
+/// Reads `avsd login`'s output, sending the user code it shows, to the end (a closed pipe
+/// would fail its last message).
+fn read_user_code(out: std::process::ChildStdout, code: std::sync::mpsc::Sender<String>) {
+    use std::io::BufRead;
+    for line in std::io::BufReader::new(out).lines() {
+        let Ok(line) = line else { return };
+        if let Some(rest) = line.split("enter the code ").nth(1) {
+            let _ = code.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_login_is_picked_up_by_the_running_daemon() {
+    init_logs();
+    let sim = avs_testkit::sim::start_sim(avs_sim::SimConfig {
+        lwa: avs_sim::lwa::LwaConfig {
+            auto_approve: false,
+            poll_interval: Duration::from_millis(200),
+            ..Default::default()
+        },
+        scenario: avs_sim::Scenario::from_toml("[[turn]]\nfinal_speech = \"Okay.\"\n")
+            .expect("scenario"),
+        ..Default::default()
+    })
+    .await
+    .expect("sim");
+    let dir = test_dir("relogin");
+    let config_path = write_config(&sim, &sim.url, &dir);
+    // The mic hears the bundled utterance: a dialog can run once connected.
+    let text = std::fs::read_to_string(&config_path)
+        .expect("config")
+        .replace(
+            "input = \"none\"",
+            &format!("input = \"wav:{}\"", utterance_path().display()),
+        );
+    std::fs::write(&config_path, text).expect("config");
+    let config = avsd::config::Config::load(&config_path).expect("config");
+    // A login LWA has revoked: the access token expired, the refresh token is unknown to LWA.
+    avsd::auth::token_store::save(
+        &config.state_dir,
+        &avsd::auth::token_store::StoredTokens::issued(
+            "Atza|expired".into(),
+            "Atzr|revoked".into(),
+            Duration::from_secs(3600),
+            std::time::SystemTime::now() - Duration::from_secs(7200),
+        ),
+    )
+    .expect("tokens");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let daemon = avsd::daemon::Daemon::start(std::sync::Arc::new(config), shutdown.clone())
+        .await
+        .expect("daemon");
+    let mut link = daemon.link.clone();
+    tokio::time::timeout(
+        WAIT,
+        link.wait_for(|s| *s == avsd::transport::LinkState::NeedsLogin),
+    )
+    .await
+    .expect("NeedsLogin in time")
+    .expect("link state");
+    let updates = daemon.dialog.updates.subscribe();
+    let mut device = Device {
+        daemon,
+        shutdown,
+        updates,
+    };
+
+    // The user runs `avsd login` while the daemon keeps running, and approves the code.
+    let mut login = Command::new(env!("CARGO_BIN_EXE_avsd"))
+        .args(["login", "--config"])
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn avsd login");
+    let stdout = login.stdout.take().expect("stdout");
+    let (code_tx, code_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || read_user_code(stdout, code_tx));
+    let code = tokio::task::spawn_blocking(move || code_rx.recv_timeout(WAIT))
+        .await
+        .expect("join")
+        .expect("avsd login shows a code");
+    assert_eq!(
+        *device.daemon.link.borrow(),
+        avsd::transport::LinkState::NeedsLogin,
+        "nothing connects before the login"
+    );
+    assert!(sim.admin.approve(&code), "the sim knows code {code}");
+    let status = tokio::task::spawn_blocking(move || login.wait())
+        .await
+        .expect("join")
+        .expect("login exit");
+    assert!(status.success(), "avsd login failed: {status}");
+    let linked = Instant::now();
+
+    let mut link = device.daemon.link.clone();
+    tokio::time::timeout(
+        WAIT,
+        link.wait_for(|s| *s == avsd::transport::LinkState::Connected),
+    )
+    .await
+    .expect("Connected with the new login, without a restart")
+    .expect("link state");
+    println!(
+        "relogin: Connected {:.0} ms after `avsd login` ended",
+        linked.elapsed().as_secs_f64() * 1000.0
+    );
+    device
+        .daemon
+        .dialog
+        .commands
+        .send(avsd::dialog::DialogCommand::Listen)
+        .await
+        .expect("listen");
+    device
+        .wait_step("the answer spoken", Duration::from_secs(30), |s| {
+            matches!(s, avsd::dialog::DialogStep::SpeechFinished { .. })
+        })
+        .await;
+    let recognized = sim.recorder.events("SpeechRecognizer.Recognize");
+    assert_eq!(recognized.len(), 1, "one dialog with the new login");
+    device.stop().await;
+}

@@ -5,7 +5,9 @@
 //! - [`spawn_auth`] loads that file and returns an [`AuthHandle`] plus the task future; the task
 //!   refreshes ahead of expiry and on [`AuthHandle::refresh_now`] (the transport calls it after a
 //!   `403`), retries with the §8.2 delays, and moves to [`AuthState::NeedsLogin`] when LWA says
-//!   the grant is gone.
+//!   the grant is gone. In NeedsLogin it watches for the token file a new `avsd login` writes
+//!   (a `stat` every [`RELOGIN_POLL`], or at once on [`AuthHandle::reload_tokens`]) and carries
+//!   on with it: no restart needed.
 //! - Tokens never reach a log: [`AccessToken`]'s `Debug` and `Display` redact it.
 //!
 //! Not owned here: what the transport does with a `403` (it decides when to call `refresh_now`).
@@ -31,6 +33,8 @@ use token_store::{StoredTokens, TokenStoreError};
 pub const REFRESH_LEAD: Duration = Duration::from_secs(600);
 /// Slowest polling interval after repeated `slow_down` answers.
 pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the token file is looked for while the login is gone.
+pub const RELOGIN_POLL: Duration = Duration::from_secs(1);
 /// Fastest polling interval we accept from a server.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -136,6 +140,7 @@ pub enum AuthState {
 
 enum AuthCommand {
     RefreshNow,
+    ReloadTokens,
 }
 
 /// Cheap handle on the auth task.
@@ -159,6 +164,12 @@ impl AuthHandle {
 
     pub fn state(&self) -> watch::Receiver<AuthState> {
         self.state.clone()
+    }
+
+    /// A new token file may have been written (`avsd login`): in NeedsLogin, look now instead
+    /// of at the next poll. Ignored otherwise.
+    pub fn reload_tokens(&self) {
+        let _ = self.commands.try_send(AuthCommand::ReloadTokens);
     }
 
     /// A handle whose token the caller controls (tests and benches of the transport that run
@@ -358,6 +369,8 @@ impl AuthTask {
                 _ = tokio::time::sleep_until(due) => Wake::Refresh,
                 cmd = self.commands.recv() => match cmd {
                     Some(AuthCommand::RefreshNow) => Wake::Refresh,
+                    // Only meaningful while waiting for a login (see wait_for_login).
+                    Some(AuthCommand::ReloadTokens) => continue,
                     None => Wake::Shutdown,
                 },
             };
@@ -418,8 +431,20 @@ impl AuthTask {
                     }
                     self.token_tx.send_replace(None);
                     self.state_tx.send_replace(AuthState::NeedsLogin);
-                    shutdown.cancelled().await;
-                    return false;
+                    let rejected = self.tokens.refresh_token.clone();
+                    let Some(tokens) = self.wait_for_login(&rejected, shutdown).await else {
+                        return false;
+                    };
+                    info!("new login found; using it");
+                    self.tokens = tokens;
+                    self.retry.reset();
+                    if self.tokens.remaining(SystemTime::now()) > Duration::ZERO {
+                        self.state_tx.send_replace(AuthState::Authorized);
+                        self.token_tx
+                            .send_replace(Some(AccessToken::new(self.tokens.access_token.clone())));
+                        return true;
+                    }
+                    // Already expired: refresh it (next turn of this loop).
                 }
                 Err(e) => {
                     let delay = self.retry.on_failure(random_unit());
@@ -433,6 +458,44 @@ impl AuthTask {
                     tokio::select! {
                         _ = shutdown.cancelled() => return false,
                         _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl AuthTask {
+    /// Waits (in NeedsLogin) until a token file with a refresh token other than `rejected`
+    /// appears, looking every [`RELOGIN_POLL`] and on [`AuthHandle::reload_tokens`]. `None` on
+    /// shutdown.
+    async fn wait_for_login(
+        &mut self,
+        rejected: &str,
+        shutdown: &CancellationToken,
+    ) -> Option<StoredTokens> {
+        let mut reported: Option<String> = None;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(RELOGIN_POLL) => {}
+                cmd = self.commands.recv() => if cmd.is_none() {
+                    shutdown.cancelled().await;
+                    return None;
+                },
+            }
+            if !has_tokens(&self.cfg.state_dir) {
+                continue;
+            }
+            match token_store::load(&self.cfg.state_dir) {
+                Ok(t) if t.refresh_token != rejected => return Some(t),
+                Ok(_) => {}
+                Err(e) => {
+                    // `avsd login` writes atomically, so this is a damaged file: say so once.
+                    let text = e.to_string();
+                    if reported.as_deref() != Some(text.as_str()) {
+                        warn!(error = %text, "token file unusable; still waiting for `avsd login`");
+                        reported = Some(text);
                     }
                 }
             }
