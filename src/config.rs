@@ -305,7 +305,10 @@ impl Config {
         let offline_event_max_age =
             Duration::from_secs(raw.cloud.offline_event_max_age_s.unwrap_or(24 * 3600));
         if offline_event_max_age.is_zero() {
-            return Err(invalid("cloud.offline_event_max_age_s", "must be at least 1"));
+            return Err(invalid(
+                "cloud.offline_event_max_age_s",
+                "must be at least 1",
+            ));
         }
 
         let period_ms = raw.audio.period_ms.unwrap_or(20);

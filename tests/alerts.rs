@@ -1,5 +1,7 @@
 //! Alerts end to end: an alarm set by the cloud survives SIGKILL, fires on time with the cloud
-//! gone, and is heard; an alert more than 30 minutes overdue is dropped with AlertStopped.
+//! gone, and is heard; an alert more than 30 minutes overdue is dropped with AlertStopped; an
+//! alarm's asset is downloaded when it is set and heard when it rings offline (a corrupt or
+//! unreachable one gives the bundled alarm), and deleted once the alert is over.
 
 // Test harness code outside #[test] functions: a failed expect is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -226,6 +228,124 @@ async fn unreachable_assets_fall_back_to_the_bundled_alarm() {
     );
     device.stop().await;
     let (played, _) = read_wav_mono(&wav).expect("wav");
+    let loud = played.iter().filter(|s| s.abs() > 0.05).count();
+    assert!(
+        loud > 1000,
+        "the bundled alarm was not heard ({loud} loud samples)"
+    );
+}
+
+/// Waits until `dir` holds exactly `n` files (the alert asset cache), or fails after `timeout`.
+async fn wait_files(dir: &Path, n: usize, timeout: Duration, what: &str) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let count = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+        if count == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {count} files in {}, want {n}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An alarm whose only asset is `asset`, set while online and rung after the cloud is gone:
+/// returns the recording, its rate and the device's directory.
+async fn ring_offline_with_asset(
+    name: &str,
+    asset: bytes::Bytes,
+) -> (Vec<f32>, u32, std::path::PathBuf) {
+    let sim = sim("[[turn]]\nreject = true\n").await;
+    let dir = test_dir(name);
+    let wav = dir.join("out.wav");
+    let device = start_device(config(
+        &sim,
+        &dir,
+        "none",
+        &format!("wav:{}", wav.display()),
+    ))
+    .await;
+    let url = sim.admin.put_media("asset.mp3", asset).expect("media url");
+    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(4);
+    let stamp = at
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    let set = json!({"directive": {"header": {"namespace": "Alerts", "name": "SetAlert", "messageId": "a-3"},
+        "payload": {"token": "alarm-asset", "type": "ALARM", "scheduledTime": stamp,
+            "assets": [{"assetId": "speech", "url": url.as_str()}],
+            "assetPlayOrder": ["speech"], "loopCount": 1, "loopPauseInMilliSeconds": 0}}});
+    sim.admin.push(None, set.to_string()).await.expect("push");
+    sim.recorder
+        .wait_for_event("Alerts.SetAlertSucceeded", Duration::from_secs(5))
+        .await
+        .expect("SetAlertSucceeded");
+    let cache = dir.join("state/alert-assets");
+    wait_files(
+        &cache,
+        1,
+        Duration::from_secs(5),
+        "asset downloaded when set",
+    )
+    .await;
+    // The cloud, and the asset's server with it, disappear before the alarm fires.
+    sim.stop().await;
+    // One loop, then the alert ends by itself and its cached asset is deleted.
+    wait_files(
+        &cache,
+        0,
+        Duration::from_secs(30),
+        "asset deleted when the alert finished",
+    )
+    .await;
+    let stored = std::fs::read_to_string(dir.join("state/alerts.json")).expect("alerts.json");
+    assert!(!stored.contains("alarm-asset"), "{stored}");
+    device.stop().await;
+    let (played, rate) = read_wav_mono(&wav).expect("wav");
+    (played, rate, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_set_online_rings_offline_with_its_prefetched_asset() {
+    let mp3 = avs_sim::speech::synthesize_mp3(
+        "Good morning. This alarm sound was downloaded in advance.",
+    )
+    .expect("synthesize");
+    let (played, rate, dir) = ring_offline_with_asset("alert-asset-cached", mp3.clone()).await;
+    let reference_path = dir.join("reference.mp3");
+    std::fs::write(&reference_path, &mp3).expect("reference");
+    let reference =
+        avs_testkit::audio::reference_decode_mp3(&reference_path, rate, &dir).expect("decode");
+    let found =
+        avs_testkit::audio::find_clip(&played, &reference).expect("the asset in the recording");
+    eprintln!(
+        "asset found at {:.3} s, score {:.3}",
+        found.offset as f64 / f64::from(rate),
+        found.score
+    );
+    assert!(
+        found.score > 0.8,
+        "the asset was heard: score {:.3}",
+        found.score
+    );
+    // Nothing else was heard: the bundled alarm did not play before or after the asset.
+    let outside = played[..found.offset]
+        .iter()
+        .chain(&played[(found.offset + reference.len()).min(played.len())..])
+        .filter(|s| s.abs() > 0.05)
+        .count();
+    assert!(outside < 100, "{outside} loud samples outside the asset");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_prefetched_asset_falls_back_to_the_bundled_alarm() {
+    let junk: Vec<u8> = avs_testkit::audio::noise(40_000, 7, 1.0)
+        .iter()
+        .map(|s| (s * 127.0) as i8 as u8)
+        .collect();
+    let (played, _, _) = ring_offline_with_asset("alert-asset-corrupt", junk.into()).await;
     let loud = played.iter().filter(|s| s.abs() > 0.05).count();
     assert!(
         loud > 1000,

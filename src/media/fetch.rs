@@ -130,6 +130,25 @@ impl MediaFetcher {
     }
 }
 
+impl MediaFetcher {
+    /// Downloads `url` whole (no playlists), refusing bodies over `max_bytes` (alert assets).
+    pub async fn download(&self, url: &Url, max_bytes: usize) -> Result<Bytes, MediaFailure> {
+        let response = get(&self.client, url).await?;
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| classify(&e))?;
+            if body.len() + chunk.len() > max_bytes {
+                return Err(MediaFailure::InvalidRequest(format!(
+                    "{url}: larger than {max_bytes} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.into())
+    }
+}
+
 fn classify(e: &reqwest::Error) -> MediaFailure {
     match e.status() {
         Some(s) if s.is_client_error() => MediaFailure::InvalidRequest(e.to_string()),

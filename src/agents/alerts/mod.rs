@@ -1,10 +1,13 @@
 //! Alerts: timers, alarms and reminders set by the cloud, stored on disk (atomically, so they
 //! survive a restart), fired on time by the local clock whether or not the link is up, rendered
-//! on the Alerts channel (the bundled alarm sound, looped), stopped locally or by directive,
-//! and reported with every Alerts event. AlertsState goes into context.
+//! on the Alerts channel (the alert's own sounds, downloaded when it is set and kept in
+//! [`assets`], or the bundled alarm sound; looped), stopped locally or by directive, and
+//! reported with every Alerts event. AlertsState goes into context.
 
+pub mod assets;
 pub mod scheduler;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -36,14 +39,29 @@ struct Sounding {
     loop_pause: Duration,
     started: Instant,
     next_loop_at: Option<Instant>,
-    /// The alert's own sounds, played in order each loop.
-    assets: Vec<url::Url>,
+    /// The alert's own sounds (their URLs), played in order each loop.
+    assets: Vec<String>,
     /// Which asset plays next within the current loop.
     asset_index: usize,
     /// An asset could not be played: the bundled alarm takes over for the rest of the alert.
     assets_failed: bool,
     /// What is playing now came from `assets`.
     playing_asset: bool,
+}
+
+/// The asset at `url`: its cached copy, else a stream when a fetcher exists.
+fn open_asset(dir: &std::path::Path, fetcher: Option<&MediaFetcher>, url: &str) -> Option<Source> {
+    if let Some(path) = assets::cached(dir, url) {
+        match std::fs::File::open(&path) {
+            Ok(f) => return Some(Source::Encoded(Box::new(std::io::BufReader::new(f)))),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cached alert asset unreadable")
+            }
+        }
+    }
+    let parsed = url::Url::parse(url).ok()?;
+    tracing::info!("alert asset not cached; streaming it");
+    fetcher.map(|f| Source::Encoded(Box::new(f.open(parsed).reader)))
 }
 
 /// A source the core must route updates for.
@@ -57,6 +75,7 @@ pub struct Alerts {
     fetcher: Option<MediaFetcher>,
     board: ContextBoard,
     path: PathBuf,
+    asset_dir: PathBuf,
     scheduler: Scheduler,
     sounding: Option<Sounding>,
     volume: u8,
@@ -95,10 +114,16 @@ impl Alerts {
             fetcher,
             board,
             path,
+            asset_dir: state_dir.join(assets::ASSET_DIR),
             scheduler: Scheduler::from_alerts(stored),
             sounding: None,
             volume: 100,
         };
+        me.collect_garbage();
+        // Downloads that a stop or a failure interrupted are tried again.
+        for a in me.scheduler.alerts() {
+            me.prefetch(a);
+        }
         me.publish();
         me
     }
@@ -108,6 +133,27 @@ impl Alerts {
         let all = self.scheduler.alerts().map(entry).collect();
         let active = self.scheduler.active().map(entry).into_iter().collect();
         self.board.set(ContextEntry::alerts_state(all, active));
+    }
+
+    /// Downloads the alert's assets into the cache in the background.
+    fn prefetch(&self, alert: &Alert) {
+        if let Some(fetcher) = &self.fetcher {
+            let urls = alert.assets.iter().map(|a| a.url.clone()).collect();
+            assets::prefetch(fetcher, &self.asset_dir, &alert.token, urls);
+        }
+    }
+
+    /// Deletes cached assets no stored alert uses any more.
+    fn collect_garbage(&self) {
+        let keep: HashSet<String> = self
+            .scheduler
+            .alerts()
+            .flat_map(|a| a.assets.iter().map(|x| x.url.clone()))
+            .collect();
+        let removed = assets::retain(&self.asset_dir, &keep);
+        if removed > 0 {
+            tracing::debug!(removed, "unused alert assets deleted");
+        }
     }
 
     fn save(&self) {
@@ -155,6 +201,7 @@ impl Alerts {
             loop_pause_ms: set.loop_pause_in_milliseconds,
         };
         let mut out = Vec::new();
+        let for_prefetch = alert.clone();
         match self.scheduler.set(alert, now) {
             Ok(replaced_active) => {
                 if replaced_active {
@@ -162,6 +209,9 @@ impl Alerts {
                     out.push(event(&al::Event::AlertStopped(token(&set.token))));
                 }
                 self.save();
+                // An update may have dropped assets the old version used.
+                self.collect_garbage();
+                self.prefetch(&for_prefetch);
                 out.push(event(&al::Event::SetAlertSucceeded(token(&set.token))));
             }
             Err(why) => {
@@ -197,6 +247,7 @@ impl Alerts {
                 out.push(event(&al::Event::AlertStopped(token(t))));
             }
             self.save();
+            self.collect_garbage();
         }
         self.publish();
         out
@@ -224,6 +275,7 @@ impl Alerts {
         let mut out = self.silence();
         self.scheduler.finish_active();
         self.save();
+        self.collect_garbage();
         self.publish();
         out.push(event(&al::Event::AlertStopped(token(&t))));
         out
@@ -269,6 +321,7 @@ impl Alerts {
                 Due::Discard(a) => {
                     tracing::warn!(token = %a.token, scheduled = %a.scheduled_time_avs(), "alert more than 30 minutes overdue: discarded");
                     out.push(event(&al::Event::AlertStopped(token(&a.token))));
+                    self.collect_garbage();
                 }
                 Due::Fire(a) => {
                     tracing::info!(token = %a.token, kind = a.kind.as_str(), late_ms = (now - a.scheduled).whole_milliseconds(), "alert fires");
@@ -280,11 +333,7 @@ impl Alerts {
                         loop_pause: Duration::from_millis(a.loop_pause_ms.unwrap_or(0)),
                         started: now_instant,
                         next_loop_at: None,
-                        assets: a
-                            .assets
-                            .iter()
-                            .filter_map(|x| url::Url::parse(&x.url).ok())
-                            .collect(),
+                        assets: a.assets.iter().map(|x| x.url.clone()).collect(),
                         asset_index: 0,
                         assets_failed: false,
                         playing_asset: false,
@@ -307,22 +356,20 @@ impl Alerts {
         (out, rendering)
     }
 
-    /// Plays the next asset of the alert, or the bundled alarm when it has none or they fail.
+    /// Plays the next asset of the alert (the cached copy; streamed when there is none), or the
+    /// bundled alarm when it has none or they fail.
     fn render(&mut self, id: SourceId) -> Option<Rendering> {
         let s = self.sounding.as_mut()?;
         s.source = Some(id);
-        let asset = match (&self.fetcher, s.assets_failed) {
-            (Some(fetcher), false) => s
-                .assets
+        let asset = if s.assets_failed {
+            None
+        } else {
+            s.assets
                 .get(s.asset_index)
-                .map(|url| fetcher.open(url.clone())),
-            _ => None,
+                .and_then(|url| open_asset(&self.asset_dir, self.fetcher.as_ref(), url))
         };
         s.playing_asset = asset.is_some();
-        let source = match asset {
-            Some(stream) => Source::Encoded(Box::new(stream.reader)),
-            None => Source::Earcon(Earcon::Alarm),
-        };
+        let source = asset.unwrap_or(Source::Earcon(Earcon::Alarm));
         let updates = self.playback.enqueue(Channel::Alerts, id, source);
         Some(Rendering {
             source: id,
