@@ -281,8 +281,14 @@ async fn offline_events_survive(name: &str, how: Stop) {
         last_replayed < new_at,
         "new events go after the replayed ones: {got:?}"
     );
-    // Delivered: the file no longer holds them.
-    assert!(stored_outbox(&dir).is_empty(), "{:?}", stored_outbox(&dir));
+    // Delivered: the file no longer holds them. (The new event may still be there: SIGTERM can
+    // catch it before its response, and an unconfirmed event is kept: at least once.)
+    let left = stored_outbox(&dir);
+    assert!(
+        left.iter()
+            .all(|(_, id)| !stored.iter().any(|(_, s)| s == id)),
+        "replayed events still stored: {left:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
