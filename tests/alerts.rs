@@ -252,11 +252,15 @@ async fn wait_files(dir: &Path, n: usize, timeout: Duration, what: &str) {
     }
 }
 
-/// An alarm whose only asset is `asset`, set while online and rung after the cloud is gone:
-/// returns the recording, its rate and the device's directory.
-async fn ring_offline_with_asset(
+/// An alarm with `assets` (id, MP3) played in `order`, `loops` times with `pause_ms` between
+/// loops, set while online and rung after the cloud is gone: returns the recording, its rate
+/// and the device's directory.
+async fn ring_offline_with_assets(
     name: &str,
-    asset: bytes::Bytes,
+    assets: &[(&str, bytes::Bytes)],
+    order: &[&str],
+    loops: u32,
+    pause_ms: u64,
 ) -> (Vec<f32>, u32, std::path::PathBuf) {
     let sim = sim("[[turn]]\nreject = true\n").await;
     let dir = test_dir(name);
@@ -268,15 +272,24 @@ async fn ring_offline_with_asset(
         &format!("wav:{}", wav.display()),
     ))
     .await;
-    let url = sim.admin.put_media("asset.mp3", asset).expect("media url");
+    let listed: Vec<_> = assets
+        .iter()
+        .map(|(id, mp3)| {
+            let url = sim
+                .admin
+                .put_media(&format!("{id}.mp3"), mp3.clone())
+                .expect("media url");
+            json!({"assetId": id, "url": url.as_str()})
+        })
+        .collect();
     let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(4);
     let stamp = at
         .format(&time::format_description::well_known::Rfc3339)
         .expect("format");
     let set = json!({"directive": {"header": {"namespace": "Alerts", "name": "SetAlert", "messageId": "a-3"},
         "payload": {"token": "alarm-asset", "type": "ALARM", "scheduledTime": stamp,
-            "assets": [{"assetId": "speech", "url": url.as_str()}],
-            "assetPlayOrder": ["speech"], "loopCount": 1, "loopPauseInMilliSeconds": 0}}});
+            "assets": listed, "assetPlayOrder": order, "loopCount": loops,
+            "loopPauseInMilliSeconds": pause_ms}}});
     sim.admin.push(None, set.to_string()).await.expect("push");
     sim.recorder
         .wait_for_event("Alerts.SetAlertSucceeded", Duration::from_secs(5))
@@ -285,19 +298,19 @@ async fn ring_offline_with_asset(
     let cache = dir.join("state/alert-assets");
     wait_files(
         &cache,
-        1,
+        assets.len(),
         Duration::from_secs(5),
-        "asset downloaded when set",
+        "assets downloaded when set",
     )
     .await;
-    // The cloud, and the asset's server with it, disappear before the alarm fires.
+    // The cloud, and the assets' server with it, disappear before the alarm fires.
     sim.stop().await;
-    // One loop, then the alert ends by itself and its cached asset is deleted.
+    // The loops play, then the alert ends by itself and its cached assets are deleted.
     wait_files(
         &cache,
         0,
-        Duration::from_secs(30),
-        "asset deleted when the alert finished",
+        Duration::from_secs(40),
+        "assets deleted when the alert finished",
     )
     .await;
     let stored = std::fs::read_to_string(dir.join("state/alerts.json")).expect("alerts.json");
@@ -307,36 +320,109 @@ async fn ring_offline_with_asset(
     (played, rate, dir)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_alarm_set_online_rings_offline_with_its_prefetched_asset() {
-    let mp3 = avs_sim::speech::synthesize_mp3(
-        "Good morning. This alarm sound was downloaded in advance.",
-    )
-    .expect("synthesize");
-    let (played, rate, dir) = ring_offline_with_asset("alert-asset-cached", mp3.clone()).await;
-    let reference_path = dir.join("reference.mp3");
-    std::fs::write(&reference_path, &mp3).expect("reference");
-    let reference =
-        avs_testkit::audio::reference_decode_mp3(&reference_path, rate, &dir).expect("decode");
-    let found =
-        avs_testkit::audio::find_clip(&played, &reference).expect("the asset in the recording");
-    eprintln!(
-        "asset found at {:.3} s, score {:.3}",
-        found.offset as f64 / f64::from(rate),
-        found.score
-    );
+/// Where `clip` starts in the first `clip + 2 s` of `played[from..]` (absolute offset): the
+/// earliest occurrence, located by its first second so that an underrun glitch in a loaded
+/// test run does not spoil the match.
+fn heard_after(played: &[f32], clip: &[f32], from: usize, rate: u32, what: &str) -> usize {
+    let end = (from + clip.len() + 2 * rate as usize).min(played.len());
+    let window = &played[from.min(end)..end];
+    let found = avs_testkit::audio::locate(window, clip, rate)
+        .unwrap_or_else(|| panic!("{what}: not in the recording"));
     assert!(
         found.score > 0.8,
-        "the asset was heard: score {:.3}",
+        "{what}: best match scores {:.3}",
         found.score
     );
-    // Nothing else was heard: the bundled alarm did not play before or after the asset.
-    let outside = played[..found.offset]
+    from + found.offset
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_set_online_rings_offline_with_its_prefetched_assets_in_order() {
+    let first = avs_sim::speech::synthesize_mp3("Good morning.").expect("synthesize");
+    let second = avs_sim::speech::synthesize_mp3("This alarm sound was downloaded in advance.")
+        .expect("synthesize");
+    let pause_ms = 700;
+    let (played, rate, dir) = ring_offline_with_assets(
+        "alert-asset-cached",
+        &[("first", first.clone()), ("second", second.clone())],
+        &["second", "first"],
+        2,
+        pause_ms,
+    )
+    .await;
+    let decode = |name: &str, mp3: &bytes::Bytes| {
+        let path = dir.join(name);
+        std::fs::write(&path, mp3).expect("reference");
+        avs_testkit::audio::reference_decode_mp3(&path, rate, &dir).expect("decode")
+    };
+    let (first, second) = (decode("first.mp3", &first), decode("second.mp3", &second));
+    // assetPlayOrder: second then first; loopCount 2 with the pause between the loops.
+    let onset = played
         .iter()
-        .chain(&played[(found.offset + reference.len()).min(played.len())..])
-        .filter(|s| s.abs() > 0.05)
-        .count();
-    assert!(outside < 100, "{outside} loud samples outside the asset");
+        .position(|x| x.abs() > 0.05)
+        .expect("the alarm was heard");
+    let from = onset.saturating_sub(rate as usize / 2);
+    let s1 = heard_after(&played, &second, from, rate, "loop 1, second asset");
+    let f1 = heard_after(
+        &played,
+        &first,
+        s1 + second.len() / 2,
+        rate,
+        "loop 1, first asset",
+    );
+    assert!(
+        f1 >= s1 + second.len() * 9 / 10,
+        "first asset overlaps the second"
+    );
+    let s2 = heard_after(
+        &played,
+        &second,
+        f1 + first.len() / 2,
+        rate,
+        "loop 2, second asset",
+    );
+    let f2 = heard_after(
+        &played,
+        &first,
+        s2 + second.len() / 2,
+        rate,
+        "loop 2, first asset",
+    );
+    let gap_ms = (s2 - (f1 + first.len())) as f64 * 1000.0 / f64::from(rate);
+    eprintln!(
+        "assets at {:.2} / {:.2} / {:.2} / {:.2} s; pause between loops {gap_ms:.0} ms",
+        s1 as f64 / f64::from(rate),
+        f1 as f64 / f64::from(rate),
+        s2 as f64 / f64::from(rate),
+        f2 as f64 / f64::from(rate)
+    );
+    assert!(
+        gap_ms >= pause_ms as f64 * 0.9,
+        "loopPauseInMilliSeconds honoured: {gap_ms:.0} ms"
+    );
+    // Nothing else was heard: the bundled alarm did not play before, between or after (each
+    // span gets 0.3 s of slack for decoder start-up and underruns in loaded runs).
+    let slack = rate as usize * 3 / 10;
+    let mut loud_elsewhere = 0;
+    let spans = [
+        (s1, second.len()),
+        (f1, first.len()),
+        (s2, second.len()),
+        (f2, first.len()),
+    ];
+    for (i, s) in played.iter().enumerate() {
+        if s.abs() > 0.05
+            && !spans
+                .iter()
+                .any(|(at, len)| i >= *at && i < at + len + slack)
+        {
+            loud_elsewhere += 1;
+        }
+    }
+    assert!(
+        loud_elsewhere < 100,
+        "{loud_elsewhere} loud samples outside the assets"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,10 +431,66 @@ async fn a_corrupt_prefetched_asset_falls_back_to_the_bundled_alarm() {
         .iter()
         .map(|s| (s * 127.0) as i8 as u8)
         .collect();
-    let (played, _, _) = ring_offline_with_asset("alert-asset-corrupt", junk.into()).await;
+    let (played, _, _) = ring_offline_with_assets(
+        "alert-asset-corrupt",
+        &[("tone", junk.into())],
+        &["tone"],
+        1,
+        0,
+    )
+    .await;
     let loud = played.iter().filter(|s| s.abs() > 0.05).count();
     assert!(
         loud > 1000,
         "the bundled alarm was not heard ({loud} loud samples)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_alert_deletes_its_cached_asset() {
+    let sim = sim("[[turn]]\nreject = true\n").await;
+    let dir = test_dir("alert-asset-delete");
+    let device = start_device(config(
+        &sim,
+        &dir,
+        "none",
+        &format!("wav:{}", dir.join("out.wav").display()),
+    ))
+    .await;
+    let mp3 = avs_sim::speech::synthesize_mp3("Later.").expect("synthesize");
+    let url = sim.admin.put_media("later.mp3", mp3).expect("media url");
+    let at = time::OffsetDateTime::now_utc() + time::Duration::hours(2);
+    let stamp = at
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    let set = json!({"directive": {"header": {"namespace": "Alerts", "name": "SetAlert", "messageId": "a-4"},
+        "payload": {"token": "later", "type": "REMINDER", "scheduledTime": stamp,
+            "assets": [{"assetId": "x", "url": url.as_str()}]}}});
+    sim.admin.push(None, set.to_string()).await.expect("push");
+    let cache = dir.join("state/alert-assets");
+    wait_files(
+        &cache,
+        1,
+        Duration::from_secs(5),
+        "asset downloaded when set",
+    )
+    .await;
+    let delete = json!({"directive": {"header": {"namespace": "Alerts", "name": "DeleteAlert", "messageId": "a-5"},
+        "payload": {"token": "later"}}});
+    sim.admin
+        .push(None, delete.to_string())
+        .await
+        .expect("push");
+    sim.recorder
+        .wait_for_event("Alerts.DeleteAlertSucceeded", Duration::from_secs(5))
+        .await
+        .expect("DeleteAlertSucceeded");
+    wait_files(
+        &cache,
+        0,
+        Duration::from_secs(5),
+        "asset deleted with its alert",
+    )
+    .await;
+    device.stop().await;
 }
