@@ -19,7 +19,6 @@ use crate::context::ContextBoard;
 use crate::control;
 use crate::dialog::{DialogCore, DialogDeps, DialogHandle};
 use crate::service;
-use crate::transport::outbox::store::OutboxStore;
 use crate::transport::{self, LinkConfig, LinkState};
 
 /// Longest time between a change of the unsent events and its copy on disk (what a power cut
@@ -52,7 +51,7 @@ pub struct Daemon {
     pub link: watch::Receiver<LinkState>,
     tasks: JoinSet<&'static str>,
     shutdown: CancellationToken,
-    outbox_store: Arc<OutboxStore>,
+    outbox_store: Arc<crate::transport::outbox::store::OutboxStore>,
     // Kept last: dropping it closes the audio devices after every task has stopped.
     audio: AudioEngine,
 }
@@ -100,7 +99,10 @@ impl Daemon {
             shutdown.child_token(),
         );
         // Before any task runs: last run's unsent events go out first on the first connection.
-        let outbox_store = Arc::new(OutboxStore::new(&config.state_dir, link.outbox.clone()));
+        let outbox_store = Arc::new(crate::transport::outbox::store::OutboxStore::new(
+            &config.state_dir,
+            link.outbox.clone(),
+        ));
         outbox_store.restore(
             std::time::SystemTime::now(),
             config.cloud.offline_event_max_age,
@@ -125,15 +127,15 @@ impl Daemon {
             auth_task.await;
             "auth"
         });
-        tasks.spawn(async move {
-            link_task.await;
-            "link"
-        });
         let store = outbox_store.clone();
         let store_shutdown = shutdown.clone();
         tasks.spawn(async move {
             store.run(OUTBOX_WRITE_INTERVAL, store_shutdown).await;
             "outbox store"
+        });
+        tasks.spawn(async move {
+            link_task.await;
+            "link"
         });
         let core_shutdown = shutdown.clone();
         tasks.spawn(async move {
