@@ -80,17 +80,31 @@ fn cache_size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Deletes every file of the cache that is not the copy of one of `keep` (and any leftover
-/// temp file). Returns how many were deleted.
+/// Deletes every cached asset that is not the copy of one of `keep`, and temp files older than
+/// any download can take (left by a crash; younger ones belong to downloads in progress).
+/// Returns how many files were deleted.
 pub fn retain(dir: &Path, keep: &HashSet<String>) -> usize {
     let wanted: HashSet<PathBuf> = keep.iter().map(|u| path_for(dir, u)).collect();
     let Ok(entries) = fs::read_dir(dir) else {
         return 0;
     };
+    let stale = |e: &fs::DirEntry| {
+        e.metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > DOWNLOAD_TIMEOUT * 2)
+    };
     let mut removed = 0;
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
-        if !wanted.contains(&path) && fs::remove_file(&path).is_ok() {
+        let is_asset = path.to_string_lossy().ends_with(SUFFIX);
+        let unwanted = if is_asset {
+            !wanted.contains(&path)
+        } else {
+            stale(&entry)
+        };
+        if unwanted && fs::remove_file(&path).is_ok() {
             removed += 1;
         }
     }
@@ -193,11 +207,13 @@ mod tests {
         let (a, b) = ("https://x/a.mp3", "https://x/b.mp3");
         store(&dir, a, b"aaa").unwrap();
         store(&dir, b, b"bbb").unwrap();
-        fs::write(dir.join("junk.tmp.1"), b"x").unwrap();
+        // A download in progress keeps its temp file.
+        fs::write(dir.join("0123.tmp.1"), b"x").unwrap();
         assert_eq!(cached(&dir, a), Some(path_for(&dir, a)));
         assert_eq!(cache_size(&dir), 7);
         let keep: HashSet<String> = [a.to_owned()].into();
-        assert_eq!(retain(&dir, &keep), 2);
+        assert_eq!(retain(&dir, &keep), 1);
+        assert!(dir.join("0123.tmp.1").exists());
         assert!(cached(&dir, a).is_some());
         assert!(cached(&dir, b).is_none());
         fs::remove_dir_all(&dir).unwrap();
