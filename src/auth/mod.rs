@@ -6,8 +6,7 @@
 //!   refreshes ahead of expiry and on [`AuthHandle::refresh_now`] (the transport calls it after a
 //!   `403`), retries with the §8.2 delays, and moves to [`AuthState::NeedsLogin`] when LWA says
 //!   the grant is gone. In NeedsLogin it watches for the token file a new `avsd login` writes
-//!   (a `stat` every [`RELOGIN_POLL`], or at once on [`AuthHandle::reload_tokens`]) and carries
-//!   on with it: no restart needed.
+//!   (a `stat` every [`RELOGIN_POLL`]) and carries on with it: no restart needed.
 //! - Tokens never reach a log: [`AccessToken`]'s `Debug` and `Display` redact it.
 //!
 //! Not owned here: what the transport does with a `403` (it decides when to call `refresh_now`).
@@ -140,7 +139,6 @@ pub enum AuthState {
 
 enum AuthCommand {
     RefreshNow,
-    ReloadTokens,
 }
 
 /// Cheap handle on the auth task.
@@ -164,12 +162,6 @@ impl AuthHandle {
 
     pub fn state(&self) -> watch::Receiver<AuthState> {
         self.state.clone()
-    }
-
-    /// A new token file may have been written (`avsd login`): in NeedsLogin, look now instead
-    /// of at the next poll. Ignored otherwise.
-    pub fn reload_tokens(&self) {
-        let _ = self.commands.try_send(AuthCommand::ReloadTokens);
     }
 
     /// A handle whose token the caller controls (tests and benches of the transport that run
@@ -369,8 +361,6 @@ impl AuthTask {
                 _ = tokio::time::sleep_until(due) => Wake::Refresh,
                 cmd = self.commands.recv() => match cmd {
                     Some(AuthCommand::RefreshNow) => Wake::Refresh,
-                    // Only meaningful while waiting for a login (see wait_for_login).
-                    Some(AuthCommand::ReloadTokens) => continue,
                     None => Wake::Shutdown,
                 },
             };
@@ -467,8 +457,9 @@ impl AuthTask {
 
 impl AuthTask {
     /// Waits (in NeedsLogin) until a token file with a refresh token other than `rejected`
-    /// appears, looking every [`RELOGIN_POLL`] and on [`AuthHandle::reload_tokens`]. `None` on
-    /// shutdown.
+    /// appears, looking every [`RELOGIN_POLL`] (one `stat`; `avsd login` runs as another process,
+    /// possibly as another user, and writes the file atomically). Refresh requests meanwhile are
+    /// moot: there is nothing to refresh with. `None` on shutdown.
     async fn wait_for_login(
         &mut self,
         rejected: &str,
