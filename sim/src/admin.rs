@@ -62,6 +62,32 @@ impl Admin {
         Ok(url)
     }
 
+    /// From now on, `Alexa.ApiGateway.VerifyGateway` from a connection that did not come in
+    /// through `gateway` is answered with `SetGateway` to it (`None`: always `204`).
+    pub fn set_gateway(&self, gateway: Option<url::Url>) {
+        self.shared.discovery.set_gateway(gateway);
+    }
+
+    /// Pushes `Alexa.ApiGateway.SetGateway` to `gateway` on the downchannel of `device` (every
+    /// device when `None`); returns how many devices got it.
+    pub async fn push_set_gateway(
+        &self,
+        device: Option<&str>,
+        gateway: &str,
+    ) -> Result<usize, FaultError> {
+        push(
+            &self.shared,
+            device,
+            crate::gateway::discovery::set_gateway(gateway),
+        )
+        .await
+    }
+
+    /// The endpoints of the last `AddOrUpdateReport` accepted from `serial`.
+    pub fn discovery_report(&self, serial: &str) -> Option<Value> {
+        self.shared.discovery.report(serial)
+    }
+
     /// Serial numbers of the devices with an open downchannel.
     pub fn devices(&self) -> Vec<String> {
         self.shared.devices.serials()
@@ -149,7 +175,8 @@ pub(crate) async fn apply_fault(shared: &Shared, fault: &Fault) -> Result<usize,
         Fault::FailEvents { .. }
         | Fault::SilencePings { .. }
         | Fault::StallEvents { .. }
-        | Fault::KillMidAttachment => Ok(0),
+        | Fault::KillMidAttachment
+        | Fault::DropEventProcessed { .. } => Ok(0),
     }
 }
 

@@ -48,6 +48,9 @@ pub enum Fault {
     },
     /// Reset the next Recognize response stream halfway through its first attachment.
     KillMidAttachment,
+    /// Accept the next `count` Discovery reports (`202`) but never send their
+    /// `Alexa.EventProcessed`.
+    DropEventProcessed { count: u32 },
 }
 
 fn yes() -> bool {
@@ -70,6 +73,7 @@ pub struct FaultState {
     silence_pings: AtomicBool,
     stall_events: AtomicU32,
     kill_mid_attachment: AtomicBool,
+    drop_event_processed: AtomicU32,
 }
 
 fn take_one(counter: &AtomicU32) -> bool {
@@ -92,6 +96,9 @@ impl FaultState {
             Fault::SilencePings { enabled } => self.silence_pings.store(*enabled, Ordering::SeqCst),
             Fault::StallEvents { count } => self.stall_events.store(*count, Ordering::SeqCst),
             Fault::KillMidAttachment => self.kill_mid_attachment.store(true, Ordering::SeqCst),
+            Fault::DropEventProcessed { count } => {
+                self.drop_event_processed.store(*count, Ordering::SeqCst)
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -115,6 +122,10 @@ impl FaultState {
 
     pub fn pings_silenced(&self) -> bool {
         self.silence_pings.load(Ordering::SeqCst)
+    }
+
+    pub fn take_drop_event_processed(&self) -> bool {
+        take_one(&self.drop_event_processed)
     }
 
     pub fn take_kill_mid_attachment(&self) -> bool {
