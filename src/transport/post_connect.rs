@@ -121,7 +121,9 @@ impl Plan {
             );
             match events::deliver(ctx, send, &verify, background).await? {
                 Delivery::Accepted => {
-                    info!(%gateway, "gateway verified");
+                    // A SetGateway in the answer moves us on anyway: the store ignores a
+                    // confirmation for a gateway that is no longer the current one.
+                    info!(%gateway, "VerifyGateway answered");
                     if let Some(tx) = &self.verified {
                         let _ = tx.send(gateway).await;
                     }
