@@ -248,3 +248,56 @@ async fn set_endpoint_to_plain_http_is_refused_and_the_connection_stays() {
     assert_eq!(stored_gateway(&dir), gateway_before);
     device.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_waits_for_the_current_dialog_to_end() {
+    let mut sim = sim("[[turn]]\nfinal_speech = \"The answer is forty two, and that is all there is to it.\"\n").await;
+    let second = sim.listen_also().await.expect("second listener");
+    let (first, second_auth) = (authority(&sim.url), authority(&second));
+    let dir = test_dir("gw-move-after-dialog");
+    let input = format!("wav:{}", utterance_path().display());
+    let output = format!("wav:{}", dir.join("out.wav").display());
+    let mut device = start_device(config(&sim, &dir, &input, &output)).await;
+    device
+        .daemon
+        .dialog
+        .commands
+        .send(avsd::dialog::DialogCommand::Listen)
+        .await
+        .expect("listen");
+    device
+        .wait_step("Recognize", WAIT, |s| {
+            matches!(s, avsd::dialog::DialogStep::RecognizeStarted { .. })
+        })
+        .await;
+    let before = sim.recorder.len();
+    sim.admin
+        .push_set_gateway(None, second.as_str())
+        .await
+        .expect("push");
+    device
+        .wait_step("speech finished", Duration::from_secs(30), |s| {
+            matches!(s, avsd::dialog::DialogStep::SpeechFinished { .. })
+        })
+        .await;
+    let moved = wait_on(&sim, before, &second_auth, "downchannel", is_downchannel).await;
+    let started = sim
+        .recorder
+        .wait_for_event_after(before, "SpeechSynthesizer.SpeechStarted", WAIT)
+        .await
+        .expect("SpeechStarted");
+    assert_eq!(started.listener.as_deref(), Some(first.as_str()));
+    assert!(
+        started.seq < moved.seq,
+        "the device moved during the dialog (SpeechStarted #{}, new downchannel #{})",
+        started.seq,
+        moved.seq
+    );
+    let recognize = sim
+        .recorder
+        .wait_for_event("SpeechRecognizer.Recognize", WAIT)
+        .await
+        .expect("Recognize");
+    assert_eq!(recognize.status, Some(200), "the Recognize was answered in full");
+    device.stop().await;
+}

@@ -15,7 +15,8 @@
 //! The connection counts as CONNECTED once the downchannel is up and SynchronizeState was
 //! accepted; only then is the backoff reset and `Recognize` allowed. A move to another gateway
 //! (SetGateway / SetEndpoint, see `gateway`) is persisted at once and carried out once no
-//! dialog is active: this connection closes and the next one goes to the new gateway. On shutdown every stream is
+//! dialog is active (no Recognize stream open, attention IDLE for a second): this connection
+//! closes cleanly and the next one goes to the new gateway at once, without backoff. On shutdown every stream is
 //! dropped first so h2 closes with GOAWAY and TLS close_notify rather than a bare TCP close.
 
 use std::sync::Arc;
@@ -443,6 +444,8 @@ impl LinkTask {
             .as_ref()
             .and_then(|p| p.dialog_idle.clone());
         let mut moving: Option<Url> = None;
+        // Recognize streams still open on this connection (a move waits for them too).
+        let mut recognizing = 0usize;
         let ctx = LinkCtx {
             control: self.gateway.is_some().then_some(control_tx),
             origin: Arc::from(endpoint.origin().ascii_serialization()),
@@ -530,10 +533,11 @@ impl LinkTask {
                         warn!(error = %e, "gateway verification not persisted; it will be repeated");
                     }
                 }
-                () = dialog_ended(&mut dialog_idle), if moving.is_some() => {
+                () = dialog_ended(&mut dialog_idle, MOVE_SETTLE), if moving.is_some() && recognizing == 0 => {
                     break SessionEnd::Moved;
                 }
                 Some(req) = recognize_rx.recv() => {
+                    recognizing += 1;
                     let (c, s) = (ctx.clone(), send.clone());
                     tasks.spawn(async move {
                         events::recognize(c, s, req).await;
@@ -541,7 +545,7 @@ impl LinkTask {
                     });
                 }
                 Some(joined) = tasks.join_next() => match joined {
-                    Ok(TaskEnd::RecognizeDone) => {}
+                    Ok(TaskEnd::RecognizeDone) => recognizing = recognizing.saturating_sub(1),
                     Ok(end) => break session_end(end, connected),
                     Err(e) => break SessionEnd::Failed(format!("connection task failed: {e}")),
                 },
@@ -568,11 +572,23 @@ impl LinkTask {
     }
 }
 
-/// Returns once no dialog is active (at once without a dialog to watch).
-async fn dialog_ended(idle: &mut Option<watch::Receiver<bool>>) {
-    if let Some(rx) = idle {
+/// How long the dialog must stay idle before a gateway move: attention passes through IDLE
+/// between a Recognize response's end and its speech starting.
+const MOVE_SETTLE: Duration = Duration::from_secs(1);
+
+/// Returns once no dialog is active and has not been for `settle` (at once without a dialog to
+/// watch).
+async fn dialog_ended(idle: &mut Option<watch::Receiver<bool>>, settle: Duration) {
+    let Some(rx) = idle else { return };
+    loop {
         // A closed channel means the dialog core is gone: nothing to wait for.
-        let _ = rx.wait_for(|idle| *idle).await;
+        if rx.wait_for(|idle| *idle).await.is_err() {
+            return;
+        }
+        match tokio::time::timeout(settle, rx.wait_for(|idle| !*idle)).await {
+            Err(_) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => {}
+        }
     }
 }
 
