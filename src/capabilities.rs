@@ -231,11 +231,17 @@ mod tests {
     #[test]
     fn report_names_the_device_and_what_it_implements() {
         let e = report_event(&info(), "Atza|tok");
-        assert_eq!(e.header.qualified_name(), "Alexa.Discovery.AddOrUpdateReport");
+        assert_eq!(
+            e.header.qualified_name(),
+            "Alexa.Discovery.AddOrUpdateReport"
+        );
         assert_eq!(e.header.payload_version.as_deref(), Some("3"));
         assert!(e.header.event_correlation_token.is_some());
         let p = &e.payload;
-        assert_eq!(p["scope"], json!({"type": "BearerToken", "token": "Atza|tok"}));
+        assert_eq!(
+            p["scope"],
+            json!({"type": "BearerToken", "token": "Atza|tok"})
+        );
         let ep = &p["endpoints"][0];
         assert_eq!(ep["endpointId"], "cid::pid::SN1");
         assert_eq!(ep["displayCategories"], json!(["ALEXA_VOICE_ENABLED"]));

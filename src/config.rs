@@ -534,10 +534,13 @@ fn parse_https(key: &'static str, value: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
-/// A stable default serial: the machine id when there is one.
 /// `value` or `default`; an explicitly empty or over-long string is refused (AVS limits these
 /// Discovery fields to 128 characters).
-fn non_empty(key: &'static str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
+fn non_empty(
+    key: &'static str,
+    value: Option<String>,
+    default: &str,
+) -> Result<String, ConfigError> {
     match value {
         None => Ok(default.to_owned()),
         Some(v) if v.trim().is_empty() => Err(invalid(key, "must not be empty")),
@@ -546,6 +549,7 @@ fn non_empty(key: &'static str, value: Option<String>, default: &str) -> Result<
     }
 }
 
+/// A stable default serial: the machine id when there is one.
 fn default_serial() -> String {
     std::fs::read_to_string("/etc/machine-id")
         .ok()

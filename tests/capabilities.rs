@@ -115,7 +115,10 @@ async fn report_once_after_login_skipped_when_unchanged_resent_after_firmware_ch
     let payload = &report.event.as_ref().expect("event").payload;
     let ep = &payload["endpoints"][0];
     assert_eq!(ep["endpointId"], endpoint_id.as_str());
-    assert_eq!(ep["displayCategories"], serde_json::json!(["ALEXA_VOICE_ENABLED"]));
+    assert_eq!(
+        ep["displayCategories"],
+        serde_json::json!(["ALEXA_VOICE_ENABLED"])
+    );
     assert_eq!(ep["additionalAttributes"]["firmwareVersion"], "1");
     assert_eq!(ep["additionalAttributes"]["serialNumber"], serial.as_str());
     let caps: Vec<(String, String)> = ep["capabilities"]
@@ -136,13 +139,14 @@ async fn report_once_after_login_skipped_when_unchanged_resent_after_firmware_ch
         );
     }
     assert_eq!(caps.len(), avsd::capabilities::INTERFACES.len());
-    let tokens: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.join("state/tokens.json")).expect("tokens"),
-    )
-    .expect("json");
+    let tokens: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state/tokens.json")).expect("tokens"))
+            .expect("json");
     assert_eq!(payload["scope"]["token"], tokens["access_token"]);
     assert_eq!(
-        sim.admin.discovery_report(&serial).expect("kept by the sim")[0]["endpointId"],
+        sim.admin
+            .discovery_report(&serial)
+            .expect("kept by the sim")[0]["endpointId"],
         endpoint_id.as_str()
     );
     device.stop().await;
@@ -151,7 +155,10 @@ async fn report_once_after_login_skipped_when_unchanged_resent_after_firmware_ch
     let before = sim.recorder.len();
     let device = restart_device(config(&sim, &dir, "none", &out)).await;
     wait_sync(&sim, before).await;
-    assert!(after(&sim, before, REPORT).is_empty(), "report re-sent unchanged");
+    assert!(
+        after(&sim, before, REPORT).is_empty(),
+        "report re-sent unchanged"
+    );
     device.stop().await;
 
     // New firmware: the report goes out again, with it.
@@ -163,8 +170,7 @@ async fn report_once_after_login_skipped_when_unchanged_resent_after_firmware_ch
     let again = after(&sim, before, REPORT);
     assert_eq!(again.len(), 1, "one report after the firmware change");
     assert_eq!(
-        again[0].event.as_ref().expect("event").payload["endpoints"][0]["additionalAttributes"]
-            ["firmwareVersion"],
+        again[0].event.as_ref().expect("event").payload["endpoints"][0]["additionalAttributes"]["firmwareVersion"],
         "2"
     );
     tokio::time::timeout(WAIT, async {
@@ -182,7 +188,11 @@ async fn report_once_after_login_skipped_when_unchanged_resent_after_firmware_ch
     config4.device.firmware_version = "2".into();
     let device = start_device(config4).await;
     wait_sync(&sim, before).await;
-    assert_eq!(after(&sim, before, REPORT).len(), 1, "report after a new login");
+    assert_eq!(
+        after(&sim, before, REPORT).len(),
+        1,
+        "report after a new login"
+    );
     device.stop().await;
 }
 

@@ -123,10 +123,21 @@ async fn set_gateway_moves_the_device_and_a_restart_keeps_it_there() {
     // A restart goes straight to the stored gateway and does not verify it again.
     let before = sim.recorder.len();
     let device = start_device(config(&sim, &dir, "none", &out)).await;
-    wait_on(&sim, before, &second_auth, "downchannel after restart", is_downchannel).await;
-    wait_on(&sim, before, &second_auth, "SynchronizeState after restart", |r| {
-        is_event(r, "System.SynchronizeState")
-    })
+    wait_on(
+        &sim,
+        before,
+        &second_auth,
+        "downchannel after restart",
+        is_downchannel,
+    )
+    .await;
+    wait_on(
+        &sim,
+        before,
+        &second_auth,
+        "SynchronizeState after restart",
+        |r| is_event(r, "System.SynchronizeState"),
+    )
     .await;
     let after: Vec<Record> = sim
         .recorder
@@ -161,13 +172,21 @@ async fn verify_gateway_answered_with_set_gateway_moves_before_anything_else() {
         is_event(r, "Alexa.ApiGateway.VerifyGateway") && r.status == Some(200)
     })
     .await;
-    wait_on(&sim, told.seq, &second_auth, "VerifyGateway at the new gateway", |r| {
-        is_event(r, "Alexa.ApiGateway.VerifyGateway") && r.status == Some(204)
-    })
+    wait_on(
+        &sim,
+        told.seq,
+        &second_auth,
+        "VerifyGateway at the new gateway",
+        |r| is_event(r, "Alexa.ApiGateway.VerifyGateway") && r.status == Some(204),
+    )
     .await;
-    wait_on(&sim, told.seq, &second_auth, "SynchronizeState at the new gateway", |r| {
-        is_event(r, "System.SynchronizeState")
-    })
+    wait_on(
+        &sim,
+        told.seq,
+        &second_auth,
+        "SynchronizeState at the new gateway",
+        |r| is_event(r, "System.SynchronizeState"),
+    )
     .await;
     let stored = stored_gateway(&dir);
     assert_eq!(stored["gateway"], second.as_str());
@@ -213,7 +232,12 @@ async fn set_endpoint_to_plain_http_is_refused_and_the_connection_stays() {
     })
     .await;
     let gateway_before = stored_gateway(&dir);
-    let downchannels_before = sim.recorder.records().iter().filter(|r| is_downchannel(r)).count();
+    let downchannels_before = sim
+        .recorder
+        .records()
+        .iter()
+        .filter(|r| is_downchannel(r))
+        .count();
 
     let http = format!("http://{}", authority(&second));
     let d = json!({"directive": {"header": {"namespace": "System", "name": "SetEndpoint", "messageId": "se-http"},
@@ -228,7 +252,11 @@ async fn set_endpoint_to_plain_http_is_refused_and_the_connection_stays() {
     let payload = &e.event.as_ref().expect("event").payload;
     assert_eq!(payload["error"]["type"], "UNEXPECTED_INFORMATION_RECEIVED");
     assert_eq!(payload["unparsedDirective"], d.to_string());
-    assert_eq!(e.listener.as_deref(), Some(first.as_str()), "sent on the same connection");
+    assert_eq!(
+        e.listener.as_deref(),
+        Some(first.as_str()),
+        "sent on the same connection"
+    );
 
     // Still the same connection: a ping round trip later, no new downchannel, same gateway.
     let set = json!({"directive": {"header": {"namespace": "Speaker", "name": "SetVolume", "messageId": "v-1"}, "payload": {"volume": 12}}});
@@ -241,7 +269,11 @@ async fn set_endpoint_to_plain_http_is_refused_and_the_connection_stays() {
     assert_eq!(v.listener.as_deref(), Some(first.as_str()));
     assert_eq!(*device.daemon.link.borrow(), LinkState::Connected);
     assert_eq!(
-        sim.recorder.records().iter().filter(|r| is_downchannel(r)).count(),
+        sim.recorder
+            .records()
+            .iter()
+            .filter(|r| is_downchannel(r))
+            .count(),
         downchannels_before,
         "the device reconnected"
     );
@@ -251,7 +283,10 @@ async fn set_endpoint_to_plain_http_is_refused_and_the_connection_stays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_waits_for_the_current_dialog_to_end() {
-    let mut sim = sim("[[turn]]\nfinal_speech = \"The answer is forty two, and that is all there is to it.\"\n").await;
+    let mut sim = sim(
+        "[[turn]]\nfinal_speech = \"The answer is forty two, and that is all there is to it.\"\n",
+    )
+    .await;
     let second = sim.listen_also().await.expect("second listener");
     let (first, second_auth) = (authority(&sim.url), authority(&second));
     let dir = test_dir("gw-move-after-dialog");
@@ -298,6 +333,10 @@ async fn a_move_waits_for_the_current_dialog_to_end() {
         .wait_for_event("SpeechRecognizer.Recognize", WAIT)
         .await
         .expect("Recognize");
-    assert_eq!(recognize.status, Some(200), "the Recognize was answered in full");
+    assert_eq!(
+        recognize.status,
+        Some(200),
+        "the Recognize was answered in full"
+    );
     device.stop().await;
 }

@@ -213,7 +213,10 @@ mod tests {
             parse_gateway("http://alexa.eu.gateway.devices.a2z.com"),
             Err(GatewayError::NotHttps(_))
         ));
-        assert!(matches!(parse_gateway("alexa"), Err(GatewayError::NotAUrl(_))));
+        assert!(matches!(
+            parse_gateway("alexa"),
+            Err(GatewayError::NotAUrl(_))
+        ));
         assert!(matches!(
             parse_gateway("https://u:p@host"),
             Err(GatewayError::Extra(_))

@@ -85,8 +85,7 @@ impl Plan {
         let discovery = cfg.device.as_ref().and_then(|info| {
             let account = account(&cfg.state_dir);
             let checksum = capabilities::checksum(info, &account);
-            if capabilities::stored_checksum(&cfg.state_dir).as_deref() == Some(checksum.as_str())
-            {
+            if capabilities::stored_checksum(&cfg.state_dir).as_deref() == Some(checksum.as_str()) {
                 return None;
             }
             Some(DiscoveryJob {
@@ -128,7 +127,9 @@ impl Plan {
                         let _ = tx.send(gateway).await;
                     }
                 }
-                Delivery::GivenUp => warn!(%gateway, "VerifyGateway refused; trying again on the next connection"),
+                Delivery::GivenUp => {
+                    warn!(%gateway, "VerifyGateway refused; trying again on the next connection")
+                }
             }
         }
         if let Some(mut job) = self.discovery {
@@ -234,7 +235,11 @@ impl DiscoveryJob {
                 Posted::Retry => {}
             }
             let delay = self.backoff.on_failure(random_unit());
-            info!(?delay, attempt = self.backoff.failures(), "sending the capabilities report again");
+            info!(
+                ?delay,
+                attempt = self.backoff.failures(),
+                "sending the capabilities report again"
+            );
             tokio::time::sleep(delay).await;
             last = match self.post(ctx, send).await {
                 Ok(p) => p,

@@ -175,8 +175,14 @@ pub async fn serve(
             Ok(r) => r,
             Err(e) => {
                 tracing::info!(error = %e, serial = %grant.device_serial, "AddOrUpdateReport refused");
-                return finish(&shared, &mut respond, seq, StatusCode::BAD_REQUEST, &e.to_string())
-                    .await;
+                return finish(
+                    &shared,
+                    &mut respond,
+                    seq,
+                    StatusCode::BAD_REQUEST,
+                    &e.to_string(),
+                )
+                .await;
             }
         };
         shared.discovery.accepted(&grant.device_serial, report);
@@ -185,19 +191,19 @@ pub async fn serve(
     if name == "Alexa.Discovery.DeleteReport" {
         return accept_discovery(&shared, &mut respond, seq, &event, &grant.device_serial).await;
     }
-    if name == "Alexa.ApiGateway.VerifyGateway" {
-        if let Some(target) = shared.discovery.move_target(&conn.listener) {
-            tracing::info!(serial = %grant.device_serial, %target, "VerifyGateway: moving the device");
-            if let Some(mut out) = super::response::start(&mut respond) {
-                let d = TurnDirective {
-                    json: discovery::set_gateway(target.as_str()),
-                    attachment: None,
-                };
-                let _ = super::write_directive(&mut out.stream, &mut out.writer, &d, false).await;
-                super::response::finish(&shared, seq, &mut respond, Some(out)).await;
-            }
-            return;
+    if name == "Alexa.ApiGateway.VerifyGateway"
+        && let Some(target) = shared.discovery.move_target(&conn.listener)
+    {
+        tracing::info!(serial = %grant.device_serial, %target, "VerifyGateway: moving the device");
+        if let Some(mut out) = super::response::start(&mut respond) {
+            let d = TurnDirective {
+                json: discovery::set_gateway(target.as_str()),
+                attachment: None,
+            };
+            let _ = super::write_directive(&mut out.stream, &mut out.writer, &d, false).await;
+            super::response::finish(&shared, seq, &mut respond, Some(out)).await;
         }
+        return;
     }
     if name == "SpeechRecognizer.ExpectSpeechTimedOut" {
         // A skill session waiting for an answer reprompts once, else ends (skill.rs decides);
