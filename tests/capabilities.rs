@@ -238,3 +238,89 @@ async fn report_is_sent_again_when_event_processed_never_comes() {
     assert!(sync.seq < second.seq);
     device.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_on_the_report_refreshes_the_token_and_the_report_carries_the_new_one() {
+    let sim = sim(NO_ANSWER).await;
+    // Post-connect order: VerifyGateway (403: the event layer refreshes and retries it), then
+    // the report (403: refresh, send again after the backoff).
+    sim.admin
+        .fault(&Fault::FailEvents {
+            status: 403,
+            count: 2,
+        })
+        .await
+        .expect("fault");
+    let dir = test_dir("caps-403");
+    let out = format!("wav:{}", dir.join("out.wav").display());
+    let device = start_device(config(&sim, &dir, "none", &out)).await;
+    let report = sim
+        .recorder
+        .wait_for(0, WAIT, "accepted report", |r| {
+            r.event
+                .as_ref()
+                .is_some_and(|e| e.qualified_name() == REPORT)
+                && r.status == Some(202)
+        })
+        .await
+        .expect("accepted report");
+    wait_checksum(&dir).await;
+    let refused = sim
+        .recorder
+        .records()
+        .iter()
+        .filter(|r| r.path == avs_proto::EVENTS_PATH && r.status == Some(403))
+        .count();
+    assert_eq!(refused, 2);
+    let tokens: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state/tokens.json")).expect("tokens"))
+            .expect("json");
+    // The sim accepts a report only when its scope is the bearer it came with; the device's
+    // current token is the refreshed one.
+    assert_eq!(
+        report.event.as_ref().expect("event").payload["scope"]["token"],
+        tokens["access_token"]
+    );
+    assert_eq!(sim.recorder.events(REPORT).len(), 1);
+    device.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_on_the_report_is_permanent() {
+    let sim = sim(NO_ANSWER).await;
+    // VerifyGateway gets the first 400, the report the second.
+    sim.admin
+        .fault(&Fault::FailEvents {
+            status: 400,
+            count: 2,
+        })
+        .await
+        .expect("fault");
+    let dir = test_dir("caps-400");
+    let out = format!("wav:{}", dir.join("out.wav").display());
+    let device = start_device(config(&sim, &dir, "none", &out)).await;
+    let sync = wait_sync(&sim, 0).await;
+    // A retry would come within the first backoff step (at most 1.5 s); give it three.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let posts_after_sync: Vec<Record> = sim
+        .recorder
+        .records()
+        .into_iter()
+        .filter(|r| r.seq > sync.seq && r.path == avs_proto::EVENTS_PATH)
+        .collect();
+    assert!(
+        posts_after_sync.is_empty(),
+        "the refused report was sent again: {posts_after_sync:?}"
+    );
+    assert!(sim.recorder.events(REPORT).is_empty());
+    assert!(!dir.join("state/discovery.json").exists());
+    assert_eq!(
+        sim.recorder
+            .records()
+            .iter()
+            .filter(|r| r.path == avs_proto::EVENTS_PATH && r.status == Some(400))
+            .count(),
+        2
+    );
+    device.stop().await;
+}

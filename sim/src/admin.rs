@@ -186,6 +186,12 @@ struct ApproveBody {
 }
 
 #[derive(Deserialize)]
+struct GatewayBody {
+    /// Where VerifyGateway sends devices; `null` stops moving them.
+    gateway: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct PushBody {
     #[serde(default)]
     device: Option<String>,
@@ -232,6 +238,17 @@ pub(crate) async fn route(shared: &Arc<Shared>, method: &Method, path: &str, bod
                 Ok(n) => Reply::json(StatusCode::OK, &json!({"applied": n})),
                 Err(e @ FaultError::NoDevice(_)) => {
                     Reply::json(StatusCode::NOT_FOUND, &json!({"error": e.to_string()}))
+                }
+                Err(e) => bad(e),
+            },
+            Err(e) => bad(e),
+        },
+        (&Method::POST, "/admin/gateway") => match serde_json::from_slice::<GatewayBody>(body) {
+            Ok(b) => match b.gateway.as_deref().map(url::Url::parse).transpose() {
+                Ok(gateway) => {
+                    let answer = json!({"gateway": gateway.as_ref().map(url::Url::as_str)});
+                    shared.discovery.set_gateway(gateway);
+                    Reply::json(StatusCode::OK, &answer)
                 }
                 Err(e) => bad(e),
             },

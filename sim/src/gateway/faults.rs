@@ -27,7 +27,8 @@ pub enum Fault {
         #[serde(default)]
         device: Option<String>,
     },
-    /// Answer the next `count` events with `status` (403, 429, 500 or 503) and its exception body.
+    /// Answer the next `count` events with `status` (400, 403, 429, 500 or 503) and its exception
+    /// body.
     FailEvents { status: u16, count: u32 },
     /// Never answer `/ping` while enabled.
     SilencePings {
@@ -60,7 +61,7 @@ fn yes() -> bool {
 /// Why a fault was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum FaultError {
-    #[error("status {0} is not one of 403, 429, 500, 503")]
+    #[error("status {0} is not one of 400, 403, 429, 500, 503")]
     BadStatus(u16),
     #[error("no connected device matches {0:?}")]
     NoDevice(Option<String>),
@@ -87,7 +88,7 @@ impl FaultState {
     pub fn arm(&self, fault: &Fault) -> Result<bool, FaultError> {
         match fault {
             Fault::FailEvents { status, count } => {
-                if ![403, 429, 500, 503].contains(status) {
+                if ![400, 403, 429, 500, 503].contains(status) {
                     return Err(FaultError::BadStatus(*status));
                 }
                 *self.fail_events.lock().unwrap_or_else(|p| p.into_inner()) =
