@@ -58,6 +58,23 @@ fn stored_gateway(dir: &Path) -> Value {
         .expect("json")
 }
 
+/// Waits until gateway.json satisfies `pred` (the link writes it on its own task).
+async fn wait_stored(dir: &Path, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(bytes) = std::fs::read(dir.join("state/gateway.json"))
+                && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
+                && pred(&v)
+            {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("gateway.json never {what}"))
+}
+
 async fn two_listener_sim() -> (TestSim, url::Url) {
     let mut sim = sim(NO_ANSWER).await;
     let second = sim.listen_also().await.expect("second listener");
@@ -75,8 +92,7 @@ async fn set_gateway_moves_the_device_and_a_restart_keeps_it_there() {
         is_event(r, "Alexa.ApiGateway.VerifyGateway") && r.status == Some(204)
     })
     .await;
-    let verified = stored_gateway(&dir);
-    assert_eq!(verified["verified"], true);
+    wait_stored(&dir, "verified", |v| v["verified"] == true).await;
 
     let before = sim.recorder.len();
     let pushed = sim
@@ -188,9 +204,10 @@ async fn verify_gateway_answered_with_set_gateway_moves_before_anything_else() {
         |r| is_event(r, "System.SynchronizeState"),
     )
     .await;
-    let stored = stored_gateway(&dir);
-    assert_eq!(stored["gateway"], second.as_str());
-    assert_eq!(stored["verified"], true);
+    wait_stored(&dir, "verified at the new gateway", |v| {
+        v["gateway"] == second.as_str() && v["verified"] == true
+    })
+    .await;
     device.stop().await;
 }
 
@@ -231,7 +248,7 @@ async fn set_endpoint_to_plain_http_is_refused_and_the_connection_stays() {
         is_event(r, "Alexa.ApiGateway.VerifyGateway") && r.status.is_some()
     })
     .await;
-    let gateway_before = stored_gateway(&dir);
+    let gateway_before = wait_stored(&dir, "verified", |v| v["verified"] == true).await;
     let downchannels_before = sim
         .recorder
         .records()

@@ -15,7 +15,7 @@
 //! The connection counts as CONNECTED once the downchannel is up and SynchronizeState was
 //! accepted; only then is the backoff reset and `Recognize` allowed. A move to another gateway
 //! (SetGateway / SetEndpoint, see `gateway`) is persisted at once and carried out once no
-//! dialog is active (no Recognize stream open, attention IDLE for a second): this connection
+//! dialog is active (no Recognize stream open, attention IDLE for 2 s): this connection
 //! closes cleanly and the next one goes to the new gateway at once, without backoff. On shutdown every stream is
 //! dropped first so h2 closes with GOAWAY and TLS close_notify rather than a bare TCP close.
 
@@ -574,7 +574,7 @@ impl LinkTask {
 
 /// How long the dialog must stay idle before a gateway move: attention passes through IDLE
 /// between a Recognize response's end and its speech starting.
-const MOVE_SETTLE: Duration = Duration::from_secs(1);
+const MOVE_SETTLE: Duration = Duration::from_secs(2);
 
 /// Returns once no dialog is active and has not been for `settle` (at once without a dialog to
 /// watch).
