@@ -44,29 +44,6 @@ async fn wait_checksum(dir: &Path) -> String {
     .expect("discovery.json written")
 }
 
-/// Starts the daemon with the tokens already stored (a restart, not a new login: a login
-/// issues a new refresh token, which counts as another account and re-sends the report).
-async fn restart_device(config: avsd::config::Config) -> Device {
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let daemon = avsd::daemon::Daemon::start(std::sync::Arc::new(config), shutdown.clone())
-        .await
-        .expect("daemon");
-    let mut link = daemon.link.clone();
-    tokio::time::timeout(
-        WAIT,
-        link.wait_for(|s| *s == avsd::transport::LinkState::Connected),
-    )
-    .await
-    .expect("connected in time")
-    .expect("link state");
-    let updates = daemon.dialog.updates.subscribe();
-    Device {
-        daemon,
-        shutdown,
-        updates,
-    }
-}
-
 /// Waits for the SynchronizeState of the connection made after `from`; every post-connect
 /// event of that connection is recorded before it.
 async fn wait_sync(sim: &TestSim, from: usize) -> Record {
@@ -153,7 +130,7 @@ async fn report_once_after_login_skipped_when_unchanged_resent_after_firmware_ch
 
     // Restart, nothing changed: no report.
     let before = sim.recorder.len();
-    let device = restart_device(config(&sim, &dir, "none", &out)).await;
+    let device = start_linked_device(config(&sim, &dir, "none", &out)).await;
     wait_sync(&sim, before).await;
     assert!(
         after(&sim, before, REPORT).is_empty(),
@@ -165,7 +142,7 @@ async fn report_once_after_login_skipped_when_unchanged_resent_after_firmware_ch
     let before = sim.recorder.len();
     let mut config3 = config(&sim, &dir, "none", &out);
     config3.device.firmware_version = "2".into();
-    let device = restart_device(config3).await;
+    let device = start_linked_device(config3).await;
     wait_sync(&sim, before).await;
     let again = after(&sim, before, REPORT);
     assert_eq!(again.len(), 1, "one report after the firmware change");

@@ -138,7 +138,7 @@ async fn set_gateway_moves_the_device_and_a_restart_keeps_it_there() {
 
     // A restart goes straight to the stored gateway and does not verify it again.
     let before = sim.recorder.len();
-    let device = start_device(config(&sim, &dir, "none", &out)).await;
+    let device = start_linked_device(config(&sim, &dir, "none", &out)).await;
     wait_on(
         &sim,
         before,

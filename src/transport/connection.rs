@@ -526,9 +526,9 @@ impl LinkTask {
                         }
                     }
                 },
-                Some(gateway) = verified_rx.recv() => {
+                Some((gateway, account)) = verified_rx.recv() => {
                     if let Some(store) = self.gateway.as_mut()
-                        && let Err(e) = store.verified(&gateway)
+                        && let Err(e) = store.verified(&gateway, &account)
                     {
                         warn!(error = %e, "gateway verification not persisted; it will be repeated");
                     }

@@ -2,7 +2,9 @@
 //!
 //! [`GatewayStore`] owns `state_dir/gateway.json`: the gateway AVS assigned
 //! (`Alexa.ApiGateway.SetGateway`, or the legacy `System.SetEndpoint`), whether it was verified
-//! (`VerifyGateway` answered without a move) and the configured endpoint it replaced. Like the
+//! (`VerifyGateway` answered without a move) and for which account (the SDK forgets the
+//! gateway on logout; we keep it but verify it again for a new login), and the configured
+//! endpoint it replaced. Like the
 //! SDK's AVSGatewayManager, a stored gateway wins over the configured one, but only while the
 //! configuration still names the endpoint it was assigned under: editing `[cloud] endpoint` or
 //! `region` starts over from the new value.
@@ -66,6 +68,9 @@ struct Stored {
     verified: bool,
     /// The configured endpoint when the gateway was stored.
     configured: String,
+    /// Hash of the account the verification was made for (`capabilities::account_id`).
+    #[serde(default)]
+    account: String,
 }
 
 /// The gateway to connect to, persisted (see the module docs).
@@ -75,6 +80,7 @@ pub struct GatewayStore {
     configured: Url,
     current: Url,
     verified: bool,
+    account: String,
 }
 
 impl GatewayStore {
@@ -93,6 +99,7 @@ impl GatewayStore {
             current: configured.clone(),
             configured,
             verified: false,
+            account: String::new(),
         };
         match stored {
             Some(s) if s.configured == store.configured.as_str() => {
@@ -103,6 +110,7 @@ impl GatewayStore {
                         }
                         store.current = url;
                         store.verified = s.verified;
+                        store.account = s.account;
                     }
                     Err(e) => warn!(error = %e, "stored gateway ignored"),
                 }
@@ -117,17 +125,18 @@ impl GatewayStore {
         &self.current
     }
 
-    /// `VerifyGateway` is due (first connection to this gateway).
-    pub fn needs_verify(&self) -> bool {
-        !self.verified
+    /// `VerifyGateway` is due: first connection to this gateway, or for this account.
+    pub fn needs_verify(&self, account: &str) -> bool {
+        !self.verified || self.account != account
     }
 
-    /// `VerifyGateway` sent to `gateway` was answered without a move.
-    pub fn verified(&mut self, gateway: &Url) -> Result<(), PersistError> {
-        if !same_gateway(gateway, &self.current) || self.verified {
+    /// `VerifyGateway` sent to `gateway` for `account` was answered without a move.
+    pub fn verified(&mut self, gateway: &Url, account: &str) -> Result<(), PersistError> {
+        if !same_gateway(gateway, &self.current) || !self.needs_verify(account) {
             return Ok(());
         }
         self.verified = true;
+        self.account = account.to_owned();
         self.save()
     }
 
@@ -149,6 +158,7 @@ impl GatewayStore {
                 gateway: self.current.to_string(),
                 verified: self.verified,
                 configured: self.configured.to_string(),
+                account: self.account.clone(),
             },
             0o600,
         )
@@ -234,27 +244,30 @@ mod tests {
         let configured = Url::parse("https://a.example:1").unwrap();
         let mut s = GatewayStore::load(&d, configured.clone());
         assert_eq!(s.current(), &configured);
-        assert!(s.needs_verify());
-        s.verified(&configured).unwrap();
-        assert!(!s.needs_verify());
+        assert!(s.needs_verify("a1"));
+        s.verified(&configured, "a1").unwrap();
+        assert!(!s.needs_verify("a1"));
+        assert!(s.needs_verify("a2"), "another account verifies again");
         let moved = Url::parse("https://b.example:2").unwrap();
         assert!(s.move_to(moved.clone()).unwrap());
         assert!(!s.move_to(moved.clone()).unwrap());
-        assert!(s.needs_verify());
+        assert!(s.needs_verify("a1"));
         // A late confirmation for the old gateway does not verify the new one.
-        s.verified(&configured).unwrap();
-        assert!(s.needs_verify());
+        s.verified(&configured, "a1").unwrap();
+        assert!(s.needs_verify("a1"));
 
         let mut again = GatewayStore::load(&d, configured.clone());
         assert!(same_gateway(again.current(), &moved));
-        assert!(again.needs_verify());
-        again.verified(&moved).unwrap();
-        assert!(!GatewayStore::load(&d, configured.clone()).needs_verify());
+        assert!(again.needs_verify("a1"));
+        again.verified(&moved, "a1").unwrap();
+        let reloaded = GatewayStore::load(&d, configured.clone());
+        assert!(!reloaded.needs_verify("a1"));
+        assert!(reloaded.needs_verify("a2"));
 
         let other = Url::parse("https://c.example").unwrap();
         let fresh = GatewayStore::load(&d, other.clone());
         assert_eq!(fresh.current(), &other);
-        assert!(fresh.needs_verify());
+        assert!(fresh.needs_verify("a1"));
         std::fs::remove_dir_all(&d).unwrap();
     }
 

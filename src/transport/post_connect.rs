@@ -59,8 +59,9 @@ pub(crate) struct Plan {
     /// Verify this gateway (the one connected to).
     pub verify: Option<Url>,
     pub discovery: Option<DiscoveryJob>,
-    /// Told when `verify` was answered without an error status.
-    pub verified: Option<mpsc::Sender<Url>>,
+    /// Told when `verify` was answered without an error status (with the account it was for).
+    pub verified: Option<mpsc::Sender<(Url, String)>>,
+    account: String,
 }
 
 impl Plan {
@@ -69,6 +70,7 @@ impl Plan {
             verify: None,
             discovery: None,
             verified: None,
+            account: String::new(),
         }
     }
 
@@ -78,12 +80,12 @@ impl Plan {
         cfg: &PostConnectConfig,
         store: &GatewayStore,
         processed: mpsc::Receiver<String>,
-        verified: mpsc::Sender<Url>,
+        verified: mpsc::Sender<(Url, String)>,
         retry_table: &'static [Duration],
         wait: Duration,
     ) -> Self {
+        let account = account(&cfg.state_dir);
         let discovery = cfg.device.as_ref().and_then(|info| {
-            let account = account(&cfg.state_dir);
             let checksum = capabilities::checksum(info, &account);
             if capabilities::stored_checksum(&cfg.state_dir).as_deref() == Some(checksum.as_str()) {
                 return None;
@@ -99,9 +101,12 @@ impl Plan {
             })
         });
         Self {
-            verify: store.needs_verify().then(|| store.current().clone()),
+            verify: store
+                .needs_verify(&account)
+                .then(|| store.current().clone()),
             discovery,
             verified: Some(verified),
+            account,
         }
     }
 
@@ -124,7 +129,7 @@ impl Plan {
                     // confirmation for a gateway that is no longer the current one.
                     info!(%gateway, "VerifyGateway answered");
                     if let Some(tx) = &self.verified {
-                        let _ = tx.send(gateway).await;
+                        let _ = tx.send((gateway, self.account.clone())).await;
                     }
                 }
                 Delivery::GivenUp => {
