@@ -68,6 +68,9 @@ struct RawDevice {
     serial_number: Option<String>,
     firmware_version: Option<String>,
     locale: Option<String>,
+    manufacturer: Option<String>,
+    model: Option<String>,
+    description: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +163,10 @@ pub struct DeviceIdentity {
     pub serial_number: String,
     pub firmware_version: String,
     pub locale: String,
+    /// Published in the Alexa.Discovery report (manufacturerName, additionalAttributes).
+    pub manufacturer: String,
+    pub model: String,
+    pub description: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -400,6 +407,13 @@ impl Config {
                 serial_number,
                 firmware_version,
                 locale: raw.device.locale.unwrap_or_else(|| "en-US".into()),
+                manufacturer: non_empty("device.manufacturer", raw.device.manufacturer, "avsd")?,
+                model: non_empty("device.model", raw.device.model, "avsd speaker")?,
+                description: non_empty(
+                    "device.description",
+                    raw.device.description,
+                    "Alexa built-in speaker running avsd",
+                )?,
             },
             cloud: CloudConfig {
                 region,
@@ -465,7 +479,7 @@ impl Config {
         };
         let opt = |v: Option<String>| v.unwrap_or_else(|| "(device default)".into());
         format!(
-            "[device]\nclient_id = {:?}\nproduct_id = {:?}\nserial_number = {:?}\nfirmware_version = {:?}\nlocale = {:?}\n\n\
+            "[device]\nclient_id = {:?}\nproduct_id = {:?}\nserial_number = {:?}\nfirmware_version = {:?}\nlocale = {:?}\nmanufacturer = {:?}\nmodel = {:?}\ndescription = {:?}\n\n\
              [cloud]\nregion = {region:?}\nendpoint = {:?}\nlwa_url = {:?}\nextra_ca_file = {:?}\nping_idle_s = {}\nping_timeout_s = {}\noffline_queue_events = {}\noffline_event_max_age_s = {}\n\n\
              [paths]\nstate_dir = {:?}\ncontrol_socket = {:?}\n\n\
              [audio]\ninput = {:?}\noutput = {:?}\nperiod_ms = {}\ninput_rate = {:?}\noutput_rate = {:?}\ninput_channels = {:?}\ncapture_channel = {:?}\nmixer_control = {:?}\ncontent_under_dialog = {:?}\nduck_level = {}\nearcons = {}\ninitial_volume = {}\n\n\
@@ -476,6 +490,9 @@ impl Config {
             self.device.serial_number,
             self.device.firmware_version,
             self.device.locale,
+            self.device.manufacturer,
+            self.device.model,
+            self.device.description,
             self.cloud.endpoint.as_str(),
             self.cloud.lwa_url.as_str(),
             self.cloud
@@ -528,6 +545,21 @@ fn parse_https(key: &'static str, value: &str) -> Result<Url, ConfigError> {
         ));
     }
     Ok(url)
+}
+
+/// `value` or `default`; an explicitly empty or over-long string is refused (AVS limits these
+/// Discovery fields to 128 characters).
+fn non_empty(
+    key: &'static str,
+    value: Option<String>,
+    default: &str,
+) -> Result<String, ConfigError> {
+    match value {
+        None => Ok(default.to_owned()),
+        Some(v) if v.trim().is_empty() => Err(invalid(key, "must not be empty")),
+        Some(v) if v.chars().count() > 128 => Err(invalid(key, "must be at most 128 characters")),
+        Some(v) => Ok(v),
+    }
 }
 
 /// A stable default serial: the machine id when there is one.

@@ -12,14 +12,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::attention::Attention;
 use crate::audio::{AudioEngine, AudioError};
 use crate::auth::{self, AuthConfig, AuthError};
+use crate::capabilities::DeviceInfo;
 use crate::config::Config;
 use crate::context::ContextBoard;
 use crate::control;
 use crate::dialog::{DialogCore, DialogDeps, DialogHandle};
 use crate::service;
-use crate::transport::{self, LinkConfig, LinkState};
+use crate::transport::{self, LinkConfig, LinkState, PostConnectConfig};
 
 /// Longest time between a change of the unsent events and its copy on disk (what a power cut
 /// can lose).
@@ -85,6 +87,9 @@ impl Daemon {
         let board = ContextBoard::new(Vec::new());
         let (incoming_tx, incoming_rx) = mpsc::channel(64);
         let tls_for_media = tls.clone();
+        // The link moves to another gateway only between dialogs; the dialog core's attention
+        // state says when that is.
+        let (idle_tx, idle_rx) = watch::channel(true);
         let (link, link_task) = transport::spawn_link(
             LinkConfig {
                 endpoint: config.cloud.endpoint.clone(),
@@ -92,6 +97,11 @@ impl Daemon {
                 ping_idle: config.cloud.ping_idle,
                 ping_timeout: config.cloud.ping_timeout,
                 offline_queue_events: config.cloud.offline_queue_events,
+                post_connect: Some(PostConnectConfig {
+                    state_dir: config.state_dir.clone(),
+                    device: Some(DeviceInfo::from_config(&config.device)),
+                    dialog_idle: Some(idle_rx),
+                }),
             },
             auth,
             board.provider(),
@@ -136,6 +146,22 @@ impl Daemon {
         tasks.spawn(async move {
             link_task.await;
             "link"
+        });
+        let mut attention = dialog.attention.clone();
+        let idle_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                idle_tx.send_replace(*attention.borrow_and_update() == Attention::Idle);
+                tokio::select! {
+                    () = idle_shutdown.cancelled() => break,
+                    changed = attention.changed() => if changed.is_err() {
+                        // The dialog core is gone; its own task end is what gets reported.
+                        idle_shutdown.cancelled().await;
+                        break;
+                    },
+                }
+            }
+            "dialog-idle"
         });
         let core_shutdown = shutdown.clone();
         tasks.spawn(async move {

@@ -384,6 +384,8 @@ impl DialogCore {
                     tracing::error!(error = %e, "could not remove tokens");
                 }
             }
+            // The link handles SetEndpoint itself (transport::gateway: persist, reconnect once
+            // idle); it only gets here from a link configured without gateway management.
             DirectiveKind::System(sys::Directive::SetEndpoint(_)) => {
                 out.push(exception(
                     &d.raw,

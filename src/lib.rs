@@ -4,6 +4,7 @@
 //! - `auth`: Login with Amazon code-based linking, token persistence and refresh.
 //! - `transport`: the one HTTP/2 connection to AVS: downchannel, events (outbox), ping,
 //!   reconnect with backoff, attachments.
+//! - `capabilities`: the Alexa.Discovery report of what this build implements, and its checksum.
 //! - `config`: the TOML file and hardware profiles, validated once into `Config`.
 //! - `directives`: the blocking policy and the sequencer (order per dialogRequestId).
 //! - `dialog`: the dialog core task: sequencer, attention, focus and the dialog agents.
@@ -21,6 +22,7 @@ pub mod agents;
 pub mod attention;
 pub mod audio;
 pub mod auth;
+pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod context;

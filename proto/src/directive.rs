@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 use crate::envelope::{DirectiveEnvelope, Header};
 use crate::interfaces::{
-    alerts, audio_player, interaction_model, speaker, speech_recognizer, speech_synthesizer, system,
+    alerts, api_gateway, audio_player, discovery, interaction_model, speaker, speech_recognizer,
+    speech_synthesizer, system,
 };
 
 /// `error.type` of `System.ExceptionEncountered`.
@@ -61,6 +62,9 @@ pub enum DirectiveKind {
     Alerts(alerts::Directive),
     System(system::Directive),
     InteractionModel(interaction_model::Directive),
+    ApiGateway(api_gateway::Directive),
+    /// The bare `Alexa` namespace (`EventProcessed`).
+    Alexa(discovery::AlexaDirective),
     /// A namespace or name this crate does not model; the payload is kept in [`Directive::payload`].
     Unknown,
 }
@@ -156,6 +160,12 @@ fn typed_kind(header: &Header, payload: &Value) -> Result<DirectiveKind, String>
         }
         interaction_model::NAMESPACE => {
             typed(header, payload)?.map_or(DirectiveKind::Unknown, DirectiveKind::InteractionModel)
+        }
+        api_gateway::NAMESPACE => {
+            typed(header, payload)?.map_or(DirectiveKind::Unknown, DirectiveKind::ApiGateway)
+        }
+        discovery::ALEXA_NAMESPACE => {
+            typed(header, payload)?.map_or(DirectiveKind::Unknown, DirectiveKind::Alexa)
         }
         _ => DirectiveKind::Unknown,
     })

@@ -9,8 +9,8 @@ use crate::context::ContextEntry;
 use crate::directive::typed;
 use crate::envelope::{EventEnvelope, Header, Message};
 use crate::interfaces::{
-    alerts, audio_player, playback_controller, speaker, speech_recognizer, speech_synthesizer,
-    system,
+    alerts, api_gateway, audio_player, discovery, playback_controller, speaker, speech_recognizer,
+    speech_synthesizer, system,
 };
 
 /// The typed content of an event.
@@ -23,6 +23,8 @@ pub enum EventKind {
     Speaker(speaker::Event),
     Alerts(alerts::Event),
     System(system::Event),
+    ApiGateway(api_gateway::Event),
+    Discovery(discovery::Event),
     Unknown,
 }
 
@@ -146,6 +148,8 @@ impl Event {
             speaker::NAMESPACE => typed(h, p).map_err(bad)?.map(EventKind::Speaker),
             alerts::NAMESPACE => typed(h, p).map_err(bad)?.map(EventKind::Alerts),
             system::NAMESPACE => typed(h, p).map_err(bad)?.map(EventKind::System),
+            api_gateway::NAMESPACE => typed(h, p).map_err(bad)?.map(EventKind::ApiGateway),
+            discovery::NAMESPACE => typed(h, p).map_err(bad)?.map(EventKind::Discovery),
             _ => None,
         }
         .unwrap_or(EventKind::Unknown);

@@ -62,6 +62,32 @@ impl Admin {
         Ok(url)
     }
 
+    /// From now on, `Alexa.ApiGateway.VerifyGateway` from a connection that did not come in
+    /// through `gateway` is answered with `SetGateway` to it (`None`: always `204`).
+    pub fn set_gateway(&self, gateway: Option<url::Url>) {
+        self.shared.discovery.set_gateway(gateway);
+    }
+
+    /// Pushes `Alexa.ApiGateway.SetGateway` to `gateway` on the downchannel of `device` (every
+    /// device when `None`); returns how many devices got it.
+    pub async fn push_set_gateway(
+        &self,
+        device: Option<&str>,
+        gateway: &str,
+    ) -> Result<usize, FaultError> {
+        push(
+            &self.shared,
+            device,
+            crate::gateway::discovery::set_gateway(gateway),
+        )
+        .await
+    }
+
+    /// The endpoints of the last `AddOrUpdateReport` accepted from `serial`.
+    pub fn discovery_report(&self, serial: &str) -> Option<Value> {
+        self.shared.discovery.report(serial)
+    }
+
     /// Serial numbers of the devices with an open downchannel.
     pub fn devices(&self) -> Vec<String> {
         self.shared.devices.serials()
@@ -149,13 +175,20 @@ pub(crate) async fn apply_fault(shared: &Shared, fault: &Fault) -> Result<usize,
         Fault::FailEvents { .. }
         | Fault::SilencePings { .. }
         | Fault::StallEvents { .. }
-        | Fault::KillMidAttachment => Ok(0),
+        | Fault::KillMidAttachment
+        | Fault::DropEventProcessed { .. } => Ok(0),
     }
 }
 
 #[derive(Deserialize)]
 struct ApproveBody {
     user_code: String,
+}
+
+#[derive(Deserialize)]
+struct GatewayBody {
+    /// Where VerifyGateway sends devices; `null` stops moving them.
+    gateway: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -205,6 +238,17 @@ pub(crate) async fn route(shared: &Arc<Shared>, method: &Method, path: &str, bod
                 Ok(n) => Reply::json(StatusCode::OK, &json!({"applied": n})),
                 Err(e @ FaultError::NoDevice(_)) => {
                     Reply::json(StatusCode::NOT_FOUND, &json!({"error": e.to_string()}))
+                }
+                Err(e) => bad(e),
+            },
+            Err(e) => bad(e),
+        },
+        (&Method::POST, "/admin/gateway") => match serde_json::from_slice::<GatewayBody>(body) {
+            Ok(b) => match b.gateway.as_deref().map(url::Url::parse).transpose() {
+                Ok(gateway) => {
+                    let answer = json!({"gateway": gateway.as_ref().map(url::Url::as_str)});
+                    shared.discovery.set_gateway(gateway);
+                    Reply::json(StatusCode::OK, &answer)
                 }
                 Err(e) => bad(e),
             },

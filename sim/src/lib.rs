@@ -112,6 +112,7 @@ pub struct Shared {
     pub(crate) recorder: Recorder,
     pub(crate) faults: gateway::faults::FaultState,
     pub(crate) devices: gateway::DeviceRegistry,
+    pub(crate) discovery: gateway::discovery::DiscoveryState,
     pub(crate) live: progressive::LiveRequests,
     pub(crate) state_dir: PathBuf,
     pub(crate) shutdown: CancellationToken,
@@ -154,13 +155,34 @@ pub struct SimHandle {
     pub recorder: Recorder,
     pub admin: Admin,
     task: JoinHandle<()>,
+    shared: Arc<Shared>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// Listeners added with [`SimHandle::listen_also`].
+    extra: Vec<JoinHandle<()>>,
 }
 
 impl SimHandle {
+    /// Serves the same sim (CA, tokens, devices, recorder) on a second listener too, e.g. as
+    /// the gateway a `SetGateway` moves devices to; returns its base URL. Records made on its
+    /// connections carry its `host:port` in [`Record::listener`].
+    pub fn listen_also(&mut self, listener: TcpListener) -> Result<url::Url, SimError> {
+        let addr = listener.local_addr().map_err(SimError::LocalAddr)?;
+        let url = url::Url::parse(&format!("https://{}:{}/", addr.ip(), addr.port()))?;
+        self.extra.push(tokio::spawn(server::run(
+            listener,
+            self.shared.clone(),
+            self.acceptor.clone(),
+        )));
+        tracing::info!(%url, "avs-sim also listening");
+        Ok(url)
+    }
+
     /// Waits until the server has stopped (after the shutdown token is cancelled).
     pub async fn join(self) {
-        if let Err(e) = self.task.await {
-            tracing::warn!(error = %e, "sim task failed");
+        for task in std::iter::once(self.task).chain(self.extra) {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "sim task failed");
+            }
         }
     }
 }
@@ -196,6 +218,7 @@ pub async fn serve(
         recorder: recorder.clone(),
         faults: Default::default(),
         devices: Default::default(),
+        discovery: Default::default(),
         live: progressive::LiveRequests::new(),
         state_dir: state_dir.clone(),
         shutdown: shutdown.clone(),
@@ -203,14 +226,17 @@ pub async fn serve(
         turns: AtomicUsize::new(0),
     });
     let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config.clone());
-    let task = tokio::spawn(server::run(listener, shared.clone(), acceptor));
+    let task = tokio::spawn(server::run(listener, shared.clone(), acceptor.clone()));
     tracing::info!(%url, ca = %ca_pem.display(), "avs-sim listening");
     Ok(SimHandle {
         url,
         ca_pem,
         state_dir,
         recorder,
-        admin: Admin::new(shared),
+        admin: Admin::new(shared.clone()),
         task,
+        shared,
+        acceptor,
+        extra: Vec::new(),
     })
 }

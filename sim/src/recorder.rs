@@ -31,6 +31,8 @@ pub struct Record {
     pub event: Option<RecordedEvent>,
     /// The Recognize audio saved as 16 kHz mono WAV.
     pub audio_wav: Option<PathBuf>,
+    /// `host:port` of the listener whose connection carried it (downchannels and events).
+    pub listener: Option<String>,
 }
 
 /// The parts of an event a test asserts on.
@@ -105,6 +107,19 @@ impl Recorder {
         device: Option<String>,
         event: Option<RecordedEvent>,
     ) -> usize {
+        self.record_via(method, path, status, device, event, None)
+    }
+
+    /// [`Recorder::record`] noting the listener (`host:port`) whose connection carried it.
+    pub fn record_via(
+        &self,
+        method: &str,
+        path: &str,
+        status: Option<u16>,
+        device: Option<String>,
+        event: Option<RecordedEvent>,
+        listener: Option<&str>,
+    ) -> usize {
         let wall = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
@@ -121,6 +136,7 @@ impl Recorder {
                 device,
                 event,
                 audio_wav: None,
+                listener: listener.map(str::to_owned),
             });
             seq
         };

@@ -31,13 +31,18 @@ static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, acceptor: TlsAcceptor) {
     let tracker = TaskTracker::new();
+    let local: Arc<str> = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
+        .into();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, id, "connection");
-                    tracker.spawn(serve_connection(shared.clone(), acceptor.clone(), tcp, id));
+                    tracker.spawn(serve_connection(shared.clone(), acceptor.clone(), tcp, id, local.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -56,7 +61,13 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, acceptor: TlsAccept
     }
 }
 
-async fn serve_connection(shared: Arc<Shared>, acceptor: TlsAcceptor, tcp: TcpStream, id: u64) {
+async fn serve_connection(
+    shared: Arc<Shared>,
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    id: u64,
+    listener: Arc<str>,
+) {
     let _ = tcp.set_nodelay(true);
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
@@ -71,13 +82,13 @@ async fn serve_connection(shared: Arc<Shared>, acceptor: TlsAcceptor, tcp: TcpSt
     };
     let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     if is_h2 {
-        serve_h2(shared, tls, id).await;
+        serve_h2(shared, tls, id, listener).await;
     } else {
         serve_h1(shared, tls).await;
     }
 }
 
-async fn serve_h2(shared: Arc<Shared>, tls: TlsStream<TcpStream>, id: u64) {
+async fn serve_h2(shared: Arc<Shared>, tls: TlsStream<TcpStream>, id: u64, listener: Arc<str>) {
     let mut builder = h2::server::Builder::new();
     builder.max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     let mut conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, builder.handshake(tls)).await {
@@ -92,6 +103,7 @@ async fn serve_h2(shared: Arc<Shared>, tls: TlsStream<TcpStream>, id: u64) {
     let closing = shared.shutdown.child_token();
     let ctx = ConnCtx {
         id,
+        listener,
         commands,
         closing: closing.clone(),
     };

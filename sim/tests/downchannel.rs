@@ -79,20 +79,50 @@ async fn downchannel_then_synchronize_state_and_pushes() {
         .unwrap();
     assert_eq!(status, 404);
 
-    // Discovery: 202, then EventProcessed with the same correlation token on the downchannel.
-    let mut report = avs_proto::Event::raw(
-        "Alexa.Discovery",
-        "AddOrUpdateReport",
-        json!({"endpoints": []}),
+    // Discovery: an invalid report is refused with 400 and a JSON message...
+    let report = |token: &str, endpoint_id: &str| {
+        let mut e = avs_proto::Event::raw(
+            "Alexa.Discovery",
+            "AddOrUpdateReport",
+            json!({
+                "scope": {"type": "BearerToken", "token": token},
+                "endpoints": [{
+                    "endpointId": endpoint_id, "friendlyName": "", "description": "d",
+                    "manufacturerName": "m", "displayCategories": ["ALEXA_VOICE_ENABLED"],
+                    "capabilities": [{"type": "AlexaInterface", "interface": "Speaker", "version": "1.0"}]
+                }]
+            }),
+        );
+        e.header.event_correlation_token = Some("corr-7".to_owned());
+        e.header.payload_version = Some("3".to_owned());
+        e.to_json()
+    };
+    let own_id = format!(
+        "{}::{}::SN-DC-1",
+        avs_testkit::sim::TEST_CLIENT_ID,
+        avs_testkit::sim::TEST_PRODUCT_ID
     );
-    report.header.event_correlation_token = Some("corr-7".to_owned());
-    report.header.payload_version = Some("3".to_owned());
+    for bad in [
+        report("someone-elses-token", &own_id),
+        report(&token, "cid::pid::SN-OTHER"),
+    ] {
+        let r = dev.client.post_event(&token, &bad).await.unwrap();
+        assert_eq!(r.status, 400);
+        let body = r.json().await.unwrap();
+        assert_eq!(body["payload"]["code"], "INVALID_REQUEST_EXCEPTION");
+        assert!(body["payload"]["description"].is_string(), "{body}");
+    }
+    // ...a valid one gets 202, then EventProcessed with its correlation token on the downchannel.
     let r = dev
         .client
-        .post_event(&token, &report.to_json())
+        .post_event(&token, &report(&token, &own_id))
         .await
         .unwrap();
     assert_eq!(r.status, 202);
+    assert_eq!(
+        sim.admin.discovery_report("SN-DC-1").unwrap()[0]["endpointId"],
+        own_id.as_str()
+    );
     let (_, part) = next_downchannel(&mut dev, Duration::from_secs(5))
         .await
         .unwrap();
@@ -210,4 +240,45 @@ async fn a_device_that_never_reads_its_downchannel_is_not_buffered_without_bound
             .unwrap();
         assert_eq!(part.directive_name().as_deref(), Some("Speaker.SetVolume"));
     }
+}
+
+#[tokio::test]
+async fn verify_gateway_is_204_until_the_admin_moves_devices() {
+    let sim = start_sim(SimConfig::default()).await.unwrap();
+    let mut dev = connect_device(&sim, "SN-GW-1").await;
+    let token = dev.token.clone();
+    let verify = event("Alexa.ApiGateway", "VerifyGateway", json!({}));
+    let r = dev.client.post_event(&token, &verify).await.unwrap();
+    assert_eq!(r.status, 204);
+
+    let (status, v) = dev
+        .client
+        .post_json(
+            "/admin/gateway",
+            &json!({"gateway": "https://127.0.0.1:9/"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{v}");
+    let r = dev.client.post_event(&token, &verify).await.unwrap();
+    assert_eq!(r.status, 200);
+    let parts = r.parts().unwrap().collect().await.unwrap();
+    assert_eq!(parts.len(), 1);
+    let ReceivedPart::Directive(d) = &parts[0] else {
+        panic!("{parts:?}")
+    };
+    assert_eq!(d["directive"]["header"]["name"], "SetGateway");
+    assert_eq!(d["directive"]["payload"]["gateway"], "https://127.0.0.1:9/");
+
+    let (status, _) = dev
+        .client
+        .post_json("/admin/gateway", &json!({"gateway": null}))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let r = dev.client.post_event(&token, &verify).await.unwrap();
+    assert_eq!(r.status, 204);
+    let recorded = sim.recorder.events("Alexa.ApiGateway.VerifyGateway");
+    assert_eq!(recorded.len(), 3);
+    assert!(recorded.iter().all(|r| r.listener.is_some()));
 }

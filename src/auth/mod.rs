@@ -106,6 +106,12 @@ impl AccessToken {
         Self(token.into())
     }
 
+    /// The token itself, for the few payloads that carry it (the Discovery report's scope).
+    /// Never log it.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+
     /// The `authorization` header value.
     pub fn bearer(&self) -> String {
         format!("Bearer {}", self.0)

@@ -95,3 +95,31 @@ fn effective_config_is_toml_with_every_section() {
         assert!(table.contains_key(section), "{section}");
     }
 }
+
+#[test]
+fn discovery_identity_has_defaults_and_refuses_empty_values() {
+    let p = Path::new("t.toml");
+    let c = Config::from_toml("", p, &[]).unwrap();
+    assert_eq!(c.device.manufacturer, "avsd");
+    assert!(!c.device.model.is_empty() && !c.device.description.is_empty());
+    let c = Config::from_toml(
+        "[device]\nmanufacturer = \"Acme\"\nmodel = \"X1\"\ndescription = \"Kitchen speaker\"\n",
+        p,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            c.device.manufacturer.as_str(),
+            c.device.model.as_str(),
+            c.device.description.as_str()
+        ),
+        ("Acme", "X1", "Kitchen speaker")
+    );
+    let err = Config::from_toml("[device]\nmodel = \" \"\n", p, &[]).unwrap_err();
+    assert!(err.to_string().starts_with("device.model:"), "{err}");
+    let long = "x".repeat(129);
+    let err =
+        Config::from_toml(&format!("[device]\ndescription = \"{long}\"\n"), p, &[]).unwrap_err();
+    assert!(err.to_string().starts_with("device.description:"), "{err}");
+}

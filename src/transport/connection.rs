@@ -6,13 +6,17 @@
 //! connection driver (its end: TCP/TLS error, or the server closed after GOAWAY) and, in a
 //! `JoinSet` that dies with it:
 //! - the downchannel reader, opened first (its end or reset: a server-side disconnect);
-//! - the event sender: `System.SynchronizeState` with the full context, then the outbox in
-//!   order (its `GOAWAY` error: hand over to a new connection);
+//! - the event sender: VerifyGateway and the capabilities report when due (`post_connect`),
+//!   `System.SynchronizeState` with the full context, then the outbox in order (its `GOAWAY`
+//!   error: hand over to a new connection);
 //! - the ping loop (a late or wrong answer: the link is dead);
 //! - one task per `Recognize`.
 //!
 //! The connection counts as CONNECTED once the downchannel is up and SynchronizeState was
-//! accepted; only then is the backoff reset and `Recognize` allowed. On shutdown every stream is
+//! accepted; only then is the backoff reset and `Recognize` allowed. A move to another gateway
+//! (SetGateway / SetEndpoint, see `gateway`) is persisted at once and carried out once no
+//! dialog is active (no Recognize stream open, attention IDLE for 2 s): this connection
+//! closes cleanly and the next one goes to the new gateway at once, without backoff. On shutdown every stream is
 //! dropped first so h2 closes with GOAWAY and TLS close_notify rather than a bare TCP close.
 
 use std::sync::Arc;
@@ -35,8 +39,10 @@ use url::Url;
 use super::backoff::{ReconnectPolicy, random_unit};
 use super::downchannel::{self, BodyError, DownchannelError};
 use super::events::{self, Delivery, StreamError};
+use super::gateway::{GatewayStore, LinkDirective, MoveSource, parse_gateway};
 use super::outbox::Outbox;
 use super::ping::{PingError, ping_loop};
+use super::post_connect::Plan;
 use super::{Attachments, ContextProvider, Incoming, LinkConfig, LinkState, LinkTuning};
 use crate::auth::{AccessToken, AuthHandle, AuthState};
 
@@ -82,6 +88,8 @@ pub(crate) struct LinkCtx {
     pub tuning: Arc<LinkTuning>,
     pub ping_idle: Duration,
     pub ping_timeout: Duration,
+    /// Where the directives the link handles itself go (`None`: they go to `incoming`).
+    pub control: Option<mpsc::Sender<LinkDirective>>,
 }
 
 /// The current token, waiting while there is none.
@@ -211,6 +219,8 @@ enum SessionEnd {
     Shutdown,
     /// The server handed us over (GOAWAY) after we were connected: reconnect at once.
     Handover(String),
+    /// AVS moved the device to another gateway: connect there at once.
+    Moved,
     /// Anything else: reconnect after the backoff.
     Failed(String),
 }
@@ -226,6 +236,8 @@ pub(crate) struct LinkTask {
     attachments: Attachments,
     state: watch::Sender<LinkState>,
     policy: ReconnectPolicy,
+    /// The gateway to connect to, when the link manages it (`cfg.post_connect`).
+    gateway: Option<GatewayStore>,
 }
 
 impl LinkTask {
@@ -245,7 +257,12 @@ impl LinkTask {
             tuning.rate_limit_window,
             tuning.rate_limit_attempts,
         );
+        let gateway = cfg
+            .post_connect
+            .as_ref()
+            .map(|p| GatewayStore::load(&p.state_dir, cfg.endpoint.clone()));
         Self {
+            gateway,
             cfg,
             tuning: Arc::new(tuning),
             auth,
@@ -317,6 +334,10 @@ impl LinkTask {
                     info!(%reason, "server handed the connection over; reconnecting");
                     self.publish(LinkState::Disconnected);
                 }
+                SessionEnd::Moved => {
+                    info!(gateway = %self.endpoint(), "connecting to the gateway AVS assigned");
+                    self.publish(LinkState::Disconnected);
+                }
                 SessionEnd::Failed(reason) => {
                     let (attempt, delay) = self
                         .policy
@@ -333,15 +354,67 @@ impl LinkTask {
         self.publish(LinkState::Disconnected);
     }
 
+    /// The gateway connections go to.
+    fn endpoint(&self) -> Url {
+        self.gateway
+            .as_ref()
+            .map_or_else(|| self.cfg.endpoint.clone(), |g| g.current().clone())
+    }
+
+    /// A SetGateway / SetEndpoint: `Some(gateway)` when the link must move there. A URL that is
+    /// not plain https is answered with ExceptionEncountered and the connection stays.
+    fn on_move(&mut self, source: MoveSource, url: &str, raw: &str) -> Option<Url> {
+        let store = self.gateway.as_mut()?;
+        let gateway = match parse_gateway(url) {
+            Ok(g) => g,
+            Err(e) => {
+                warn!(?source, error = %e, "gateway change refused");
+                let event = Event::new(
+                    avs_proto::interfaces::system::NAMESPACE,
+                    &avs_proto::interfaces::system::Event::ExceptionEncountered(
+                        avs_proto::interfaces::system::ExceptionEncountered {
+                            unparsed_directive: raw.to_owned(),
+                            error: avs_proto::interfaces::system::ExceptionError {
+                                kind: avs_proto::ExceptionType::UnexpectedInformationReceived
+                                    .as_str()
+                                    .to_owned(),
+                                message: e.to_string(),
+                            },
+                        },
+                    ),
+                )
+                .with_context(Vec::new());
+                self.outbox.send(event);
+                return None;
+            }
+        };
+        match store.move_to(gateway.clone()) {
+            Ok(false) => {
+                info!(?source, %gateway, "already connected to this gateway");
+                None
+            }
+            Ok(true) => {
+                info!(?source, %gateway, "AVS moved this device; reconnecting once no dialog is active");
+                Some(gateway)
+            }
+            Err(e) => {
+                // Moving still works for this run; only a restart would forget it.
+                warn!(?source, %gateway, error = %e, "new gateway not persisted; moving anyway");
+                Some(gateway)
+            }
+        }
+    }
+
     async fn session(&mut self, shutdown: &CancellationToken) -> SessionEnd {
         let mut token_rx = self.auth.access_token();
         let Some(token) = token_rx.borrow_and_update().clone() else {
             return SessionEnd::Failed("no access token".into());
         };
         let started = Instant::now();
+        let endpoint = self.endpoint();
         let connecting = tokio::time::timeout(
             self.tuning.connect_timeout,
-            connect(&self.cfg.endpoint, self.cfg.tls.clone()),
+            connect(&endpoint, self.cfg.tls.clone()),
         );
         let (mut send, conn) = tokio::select! {
             _ = shutdown.cancelled() => return SessionEnd::Shutdown,
@@ -351,8 +424,31 @@ impl LinkTask {
                 Ok(Ok(c)) => c,
             },
         };
+        let (control_tx, mut control_rx) = mpsc::channel(8);
+        let (processed_tx, processed_rx) = mpsc::channel(8);
+        let (verified_tx, mut verified_rx) = mpsc::channel(2);
+        let plan = match (&self.cfg.post_connect, &self.gateway) {
+            (Some(cfg), Some(store)) => Plan::for_connection(
+                cfg,
+                store,
+                processed_rx,
+                verified_tx,
+                self.tuning.discovery_retry_table,
+                self.tuning.discovery_wait,
+            ),
+            _ => Plan::none(),
+        };
+        let mut dialog_idle = self
+            .cfg
+            .post_connect
+            .as_ref()
+            .and_then(|p| p.dialog_idle.clone());
+        let mut moving: Option<Url> = None;
+        // Recognize streams still open on this connection (a move waits for them too).
+        let mut recognizing = 0usize;
         let ctx = LinkCtx {
-            origin: Arc::from(self.cfg.endpoint.origin().ascii_serialization()),
+            control: self.gateway.is_some().then_some(control_tx),
+            origin: Arc::from(endpoint.origin().ascii_serialization()),
             auth: self.auth.clone(),
             incoming: self.incoming.clone(),
             attachments: self.attachments.clone(),
@@ -399,6 +495,7 @@ impl LinkTask {
             self.context.clone(),
             self.outbox.clone(),
             connected_tx,
+            plan,
         ));
         let (ping_ctx, ping_send) = (ctx.clone(), send.clone());
         tasks.spawn(async move { TaskEnd::Ping(ping_loop(ping_ctx, ping_send).await) });
@@ -419,7 +516,28 @@ impl LinkTask {
                         info!(elapsed = ?started.elapsed(), "connected to AVS");
                     }
                 }
+                Some(own) = control_rx.recv() => match own {
+                    LinkDirective::EventProcessed(token) => {
+                        let _ = processed_tx.try_send(token);
+                    }
+                    LinkDirective::Move { source, url, raw } => {
+                        if let Some(gateway) = self.on_move(source, &url, &raw) {
+                            moving = Some(gateway);
+                        }
+                    }
+                },
+                Some((gateway, account)) = verified_rx.recv() => {
+                    if let Some(store) = self.gateway.as_mut()
+                        && let Err(e) = store.verified(&gateway, &account)
+                    {
+                        warn!(error = %e, "gateway verification not persisted; it will be repeated");
+                    }
+                }
+                () = dialog_ended(&mut dialog_idle, MOVE_SETTLE), if moving.is_some() && recognizing == 0 => {
+                    break SessionEnd::Moved;
+                }
                 Some(req) = recognize_rx.recv() => {
+                    recognizing += 1;
                     let (c, s) = (ctx.clone(), send.clone());
                     tasks.spawn(async move {
                         events::recognize(c, s, req).await;
@@ -427,7 +545,7 @@ impl LinkTask {
                     });
                 }
                 Some(joined) = tasks.join_next() => match joined {
-                    Ok(TaskEnd::RecognizeDone) => {}
+                    Ok(TaskEnd::RecognizeDone) => recognizing = recognizing.saturating_sub(1),
                     Ok(end) => break session_end(end, connected),
                     Err(e) => break SessionEnd::Failed(format!("connection task failed: {e}")),
                 },
@@ -447,10 +565,30 @@ impl LinkTask {
         // connection with GOAWAY instead of a bare TCP close.
         tasks.shutdown().await;
         drop(send);
-        if matches!(end, SessionEnd::Shutdown) && !driver_done {
+        if matches!(end, SessionEnd::Shutdown | SessionEnd::Moved) && !driver_done {
             let _ = tokio::time::timeout(CLOSE_GRACE, &mut driver.0).await;
         }
         end
+    }
+}
+
+/// How long the dialog must stay idle before a gateway move: attention passes through IDLE
+/// between a Recognize response's end and its speech starting.
+const MOVE_SETTLE: Duration = Duration::from_secs(2);
+
+/// Returns once no dialog is active and has not been for `settle` (at once without a dialog to
+/// watch).
+async fn dialog_ended(idle: &mut Option<watch::Receiver<bool>>, settle: Duration) {
+    let Some(rx) = idle else { return };
+    loop {
+        // A closed channel means the dialog core is gone: nothing to wait for.
+        if rx.wait_for(|idle| *idle).await.is_err() {
+            return;
+        }
+        match tokio::time::timeout(settle, rx.wait_for(|idle| !*idle)).await {
+            Err(_) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => {}
+        }
     }
 }
 
@@ -487,15 +625,20 @@ fn session_end(end: TaskEnd, connected: bool) -> SessionEnd {
     }
 }
 
-/// Post-connect (SynchronizeState with the full context), then the outbox in order.
+/// Post-connect (VerifyGateway and the capabilities report when due, SynchronizeState with the
+/// full context), then the outbox in order.
 async fn sender_loop(
     ctx: LinkCtx,
     send: SendRequest<Bytes>,
     context: ContextProvider,
     outbox: Outbox,
     connected: oneshot::Sender<()>,
+    plan: Plan,
 ) -> TaskEnd {
     let mut bodies = JoinSet::new();
+    if let Err(e) = plan.run(&ctx, &send, &mut bodies).await {
+        return TaskEnd::Sender(e);
+    }
     let sync = Event::raw("System", "SynchronizeState", json!({})).with_context(context());
     match events::deliver(&ctx, &send, &sync, &mut bodies).await {
         Ok(Delivery::Accepted) => {}

@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 use super::Incoming;
 use super::connection::{Activity, LinkCtx};
 use super::events::{StreamError, request};
+use super::gateway::LinkDirective;
 
 /// Why reading a response body stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +96,14 @@ pub(crate) async fn read_parts(
                 let item = match Directive::from_json(&body) {
                     Ok(d) => {
                         debug!(origin, directive = %d.qualified_name(), message_id = %d.header.message_id, "directive");
+                        if let Some(control) = &ctx.control
+                            && let Some(own) = LinkDirective::from_directive(&d)
+                        {
+                            if control.send(own).await.is_err() {
+                                debug!(origin, "the connection is ending; link directive dropped");
+                            }
+                            continue;
+                        }
                         Incoming::Directive(d)
                     }
                     Err(e) => {

@@ -105,7 +105,7 @@ async fn open_event_stream(
 }
 
 /// Sends one metadata-only event and waits for its response headers.
-async fn post_event(
+pub(crate) async fn post_event(
     ctx: &LinkCtx,
     send: &SendRequest<Bytes>,
     event: &Event,
@@ -193,7 +193,7 @@ pub(crate) async fn deliver(
 }
 
 /// Reads a short error body (AVS's System.Exception JSON) for the log.
-async fn exception_text(resp: Response<h2::RecvStream>) -> String {
+pub(crate) async fn exception_text(resp: Response<h2::RecvStream>) -> String {
     let mut body = resp.into_body();
     let mut text = Vec::new();
     let read = async {

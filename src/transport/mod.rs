@@ -8,6 +8,9 @@
 //!   [`Incoming`] items and attachments, releasing HTTP/2 flow-control capacity as it goes.
 //! - [`events`]: posting one event on its own stream with a streamed body and back-pressure.
 //! - [`ping`]: `GET /ping` after idle time, with a deadline.
+//! - [`gateway`]: the gateway to connect to (persisted when AVS moves the device) and the
+//!   directives the link handles itself (SetGateway, SetEndpoint, EventProcessed).
+//! - [`post_connect`]: VerifyGateway and the capabilities report (Alexa.Discovery).
 //! - [`backoff`]: reconnect and retry delays as pure state machines.
 //! - [`outbox`]: the [`Outbox`] handle and its ordered, bounded queue.
 //! - [`attachments`]: binary parts by Content-ID, readable before or after they arrive.
@@ -20,8 +23,10 @@ pub mod backoff;
 pub mod connection;
 pub mod downchannel;
 pub mod events;
+pub mod gateway;
 pub mod outbox;
 pub mod ping;
+pub mod post_connect;
 pub mod tls;
 
 use std::sync::Arc;
@@ -33,6 +38,7 @@ use url::Url;
 
 pub use attachments::{AttachmentError, AttachmentReader, Attachments};
 pub use outbox::{Outbox, RecognizeHandle, ResponseOutcome, SendError};
+pub use post_connect::PostConnectConfig;
 pub use tls::{TlsError, client_config};
 
 /// Where and how to connect.
@@ -47,6 +53,9 @@ pub struct LinkConfig {
     pub ping_timeout: Duration,
     /// Events kept while offline before the oldest is dropped.
     pub offline_queue_events: usize,
+    /// Gateway persistence and moves, VerifyGateway, capabilities publishing. `None`: always
+    /// connect to `endpoint`, and leave SetGateway/SetEndpoint to whoever reads [`Incoming`].
+    pub post_connect: Option<PostConnectConfig>,
 }
 
 impl LinkConfig {
@@ -58,6 +67,7 @@ impl LinkConfig {
             ping_idle: Duration::from_secs(300),
             ping_timeout: Duration::from_secs(15),
             offline_queue_events: 64,
+            post_connect: None,
         }
     }
 }
@@ -109,6 +119,10 @@ pub struct LinkTuning {
     pub token_wait: Duration,
     /// Retries of an event answered 429/5xx before it is given up.
     pub event_retries: u32,
+    /// How long a capabilities report waits for `Alexa.EventProcessed` (SDK: about 2 s).
+    pub discovery_wait: Duration,
+    /// Delays before an unconfirmed capabilities report is sent again.
+    pub discovery_retry_table: &'static [Duration],
 }
 
 impl Default for LinkTuning {
@@ -127,6 +141,8 @@ impl Default for LinkTuning {
             event_response_timeout: Duration::from_secs(30),
             token_wait: Duration::from_secs(30),
             event_retries: 6,
+            discovery_wait: Duration::from_secs(2),
+            discovery_retry_table: post_connect::DISCOVERY_RETRY_TABLE,
         }
     }
 }

@@ -48,6 +48,16 @@ impl TestSim {
         H2Client::connect(&self.url, &self.ca_pem).await
     }
 
+    /// Serves the same sim on a second free loopback port too; returns that listener's URL.
+    pub async fn listen_also(&mut self) -> anyhow::Result<url::Url> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let handle = self
+            .handle
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("the sim has stopped"))?;
+        Ok(handle.listen_also(listener)?)
+    }
+
     /// An access token for device `serial`, without code-based linking.
     pub fn token(&self, serial: &str) -> String {
         self.admin

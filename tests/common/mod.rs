@@ -100,6 +100,12 @@ pub struct Device {
 
 pub async fn start_device(config: Config) -> Device {
     login(&config).await;
+    start_linked_device(config).await
+}
+
+/// Starts a daemon with the tokens already stored (a restart, not a new login: a login
+/// issues a new refresh token, which avsd treats as a possibly different account).
+pub async fn start_linked_device(config: Config) -> Device {
     let shutdown = CancellationToken::new();
     let daemon = Daemon::start(Arc::new(config), shutdown.clone())
         .await

@@ -3,7 +3,9 @@
 //! straight onto a variant. Payload structs use the AVS field names (camelCase).
 
 pub mod alerts;
+pub mod api_gateway;
 pub mod audio_player;
+pub mod discovery;
 pub mod interaction_model;
 pub mod playback_controller;
 pub mod speaker;

@@ -74,12 +74,13 @@ pub async fn serve(
         let _ = old.conn.send(ConnCommand::GoAway).await;
     }
     // Recorded after registering, so a test that saw this record can push at once.
-    shared.recorder.record(
+    shared.recorder.record_via(
         "GET",
         avs_proto::DIRECTIVES_PATH,
         Some(200),
         Some(serial.clone()),
         None,
+        Some(&conn.listener),
     );
     tracing::info!(%serial, conn = conn.id, "downchannel open");
 

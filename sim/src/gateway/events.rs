@@ -9,8 +9,8 @@ use bytes::Bytes;
 use h2::RecvStream;
 use h2::server::SendResponse;
 use http::{Request, StatusCode};
-use serde_json::json;
 
+use super::discovery;
 use super::{
     ConnCtx, DownchannelCommand, body_stream, peer_reset, respond_bytes, respond_exception,
 };
@@ -47,6 +47,10 @@ pub async fn serve(
             return;
         }
     };
+    let bearer = auth
+        .and_then(|a| a.split_once(' '))
+        .map(|(_, t)| t.trim().to_owned())
+        .unwrap_or_default();
     let device = Some(grant.device_serial.clone());
     if let Some(status) = shared.faults.take_event_failure() {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -111,9 +115,14 @@ pub async fn serve(
         has_context: event.context.is_some(),
     };
     tracing::info!(event = %event.qualified_name(), serial = %grant.device_serial, "event");
-    let seq = shared
-        .recorder
-        .record("POST", path, None, device.clone(), Some(recorded));
+    let seq = shared.recorder.record_via(
+        "POST",
+        path,
+        None,
+        device.clone(),
+        Some(recorded),
+        Some(&conn.listener),
+    );
 
     if event.header.namespace == "SpeechRecognizer" && event.header.name == "Recognize" {
         super::recognize::serve(shared, conn, grant, event, seq, reader, respond).await;
@@ -161,23 +170,38 @@ pub async fn serve(
         let why = "PlaybackController events must carry the context";
         return finish(&shared, &mut respond, seq, StatusCode::BAD_REQUEST, why).await;
     }
-    if name == "Alexa.Discovery.AddOrUpdateReport" || name == "Alexa.Discovery.DeleteReport" {
-        shared.recorder.set_status(seq, 202);
-        respond_bytes(&mut respond, StatusCode::ACCEPTED, None, Bytes::new()).await;
-        if let Some(token) = event.header.event_correlation_token.clone() {
-            let header = json!({
-                "namespace": "Alexa", "name": "EventProcessed", "messageId": avs_proto::new_message_id(),
-                "eventCorrelationToken": token, "payloadVersion": "3",
-            });
-            let json = json!({"directive": {"header": header, "payload": {}}}).to_string();
-            if let Some(dev) = shared.devices.get(&grant.device_serial) {
-                let _ = dev
-                    .downchannel
-                    .try_send(DownchannelCommand::Push(TurnDirective {
-                        json,
-                        attachment: None,
-                    }));
+    if name == "Alexa.Discovery.AddOrUpdateReport" {
+        let report = match discovery::validate_report(&event, &bearer, &grant) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(error = %e, serial = %grant.device_serial, "AddOrUpdateReport refused");
+                return finish(
+                    &shared,
+                    &mut respond,
+                    seq,
+                    StatusCode::BAD_REQUEST,
+                    &e.to_string(),
+                )
+                .await;
             }
+        };
+        shared.discovery.accepted(&grant.device_serial, report);
+        return accept_discovery(&shared, &mut respond, seq, &event, &grant.device_serial).await;
+    }
+    if name == "Alexa.Discovery.DeleteReport" {
+        return accept_discovery(&shared, &mut respond, seq, &event, &grant.device_serial).await;
+    }
+    if name == "Alexa.ApiGateway.VerifyGateway"
+        && let Some(target) = shared.discovery.move_target(&conn.listener)
+    {
+        tracing::info!(serial = %grant.device_serial, %target, "VerifyGateway: moving the device");
+        if let Some(mut out) = super::response::start(&mut respond) {
+            let d = TurnDirective {
+                json: discovery::set_gateway(target.as_str()),
+                attachment: None,
+            };
+            let _ = super::write_directive(&mut out.stream, &mut out.writer, &d, false).await;
+            super::response::finish(&shared, seq, &mut respond, Some(out)).await;
         }
         return;
     }
@@ -210,6 +234,33 @@ pub async fn serve(
     }
     shared.recorder.set_status(seq, 204);
     respond_bytes(&mut respond, StatusCode::NO_CONTENT, None, Bytes::new()).await;
+}
+
+/// `202`, then `Alexa.EventProcessed` on the device's downchannel (unless a fault drops it).
+async fn accept_discovery(
+    shared: &Shared,
+    respond: &mut SendResponse<Bytes>,
+    seq: usize,
+    event: &avs_proto::Event,
+    serial: &str,
+) {
+    shared.recorder.set_status(seq, 202);
+    respond_bytes(respond, StatusCode::ACCEPTED, None, Bytes::new()).await;
+    let Some(token) = event.header.event_correlation_token.as_deref() else {
+        return;
+    };
+    if shared.faults.take_drop_event_processed() {
+        tracing::info!(serial, "EventProcessed dropped (fault)");
+        return;
+    }
+    if let Some(dev) = shared.devices.get(serial) {
+        let _ = dev
+            .downchannel
+            .try_send(DownchannelCommand::Push(TurnDirective {
+                json: discovery::event_processed(token),
+                attachment: None,
+            }));
+    }
 }
 
 async fn bad_request(

@@ -27,7 +27,8 @@ pub enum Fault {
         #[serde(default)]
         device: Option<String>,
     },
-    /// Answer the next `count` events with `status` (403, 429, 500 or 503) and its exception body.
+    /// Answer the next `count` events with `status` (400, 403, 429, 500 or 503) and its exception
+    /// body.
     FailEvents { status: u16, count: u32 },
     /// Never answer `/ping` while enabled.
     SilencePings {
@@ -48,6 +49,9 @@ pub enum Fault {
     },
     /// Reset the next Recognize response stream halfway through its first attachment.
     KillMidAttachment,
+    /// Accept the next `count` Discovery reports (`202`) but never send their
+    /// `Alexa.EventProcessed`.
+    DropEventProcessed { count: u32 },
 }
 
 fn yes() -> bool {
@@ -57,7 +61,7 @@ fn yes() -> bool {
 /// Why a fault was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum FaultError {
-    #[error("status {0} is not one of 403, 429, 500, 503")]
+    #[error("status {0} is not one of 400, 403, 429, 500, 503")]
     BadStatus(u16),
     #[error("no connected device matches {0:?}")]
     NoDevice(Option<String>),
@@ -70,6 +74,7 @@ pub struct FaultState {
     silence_pings: AtomicBool,
     stall_events: AtomicU32,
     kill_mid_attachment: AtomicBool,
+    drop_event_processed: AtomicU32,
 }
 
 fn take_one(counter: &AtomicU32) -> bool {
@@ -83,7 +88,7 @@ impl FaultState {
     pub fn arm(&self, fault: &Fault) -> Result<bool, FaultError> {
         match fault {
             Fault::FailEvents { status, count } => {
-                if ![403, 429, 500, 503].contains(status) {
+                if ![400, 403, 429, 500, 503].contains(status) {
                     return Err(FaultError::BadStatus(*status));
                 }
                 *self.fail_events.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -92,6 +97,9 @@ impl FaultState {
             Fault::SilencePings { enabled } => self.silence_pings.store(*enabled, Ordering::SeqCst),
             Fault::StallEvents { count } => self.stall_events.store(*count, Ordering::SeqCst),
             Fault::KillMidAttachment => self.kill_mid_attachment.store(true, Ordering::SeqCst),
+            Fault::DropEventProcessed { count } => {
+                self.drop_event_processed.store(*count, Ordering::SeqCst)
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -115,6 +123,10 @@ impl FaultState {
 
     pub fn pings_silenced(&self) -> bool {
         self.silence_pings.load(Ordering::SeqCst)
+    }
+
+    pub fn take_drop_event_processed(&self) -> bool {
+        take_one(&self.drop_event_processed)
     }
 
     pub fn take_kill_mid_attachment(&self) -> bool {

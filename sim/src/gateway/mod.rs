@@ -3,6 +3,7 @@
 //! checks bearer tokens, keeps the registry of connected devices (one connection per device)
 //! and holds the small helpers for writing bodies with h2 flow control.
 
+pub mod discovery;
 pub mod downchannel;
 pub mod events;
 pub mod faults;
@@ -44,6 +45,8 @@ pub enum DownchannelCommand {
 #[derive(Clone)]
 pub struct ConnCtx {
     pub id: u64,
+    /// `host:port` of the listener that accepted the connection.
+    pub listener: Arc<str>,
     pub commands: mpsc::Sender<ConnCommand>,
     /// Cancelled when the connection is going away; long streams end on it.
     pub closing: CancellationToken,
