@@ -109,6 +109,10 @@ pub async fn serve(
         dialog_request_id: event.header.dialog_request_id.clone(),
         payload: event.payload.clone(),
         has_context: event.context.is_some(),
+        context: event
+            .context
+            .as_ref()
+            .and_then(|c| serde_json::to_value(c).ok()),
     };
     tracing::info!(event = %event.qualified_name(), serial = %grant.device_serial, "event");
     let seq = shared
