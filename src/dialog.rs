@@ -338,6 +338,7 @@ impl DialogCore {
                 out.extend(o);
                 if let Some(e) = enqueued {
                     self.forward(e.source, e.updates);
+                    out.push(AgentOutput::Attention(AttentionInput::SpeechQueued));
                 }
             }
             DirectiveKind::AudioPlayer(ap::Directive::Play(play)) => {
