@@ -117,7 +117,7 @@ pub fn render(state: LedState, step: u32, pixels: &mut [Rgb]) {
             LedState::Listening => BLUE,
             // Every other pixel blinking cyan over blue. (Swapping cyan and blue would, on three
             // pixels, show the listening picture every other step.)
-            LedState::Thinking if step % 2 == 0 && i % 2 == 0 => CYAN,
+            LedState::Thinking if step.is_multiple_of(2) && i.is_multiple_of(2) => CYAN,
             LedState::Thinking => BLUE,
             // Cyan pulsing over a blue floor: a triangle over 8 steps.
             LedState::Speaking => {
@@ -126,7 +126,7 @@ pub fn render(state: LedState, step: u32, pixels: &mut [Rgb]) {
                 let c = scale(CYAN, 2 + level, 6);
                 Rgb(0, c.1, c.2.max(BLUE.2 / 2))
             }
-            LedState::Alerting if step % 2 == 0 => YELLOW,
+            LedState::Alerting if step.is_multiple_of(2) => YELLOW,
             LedState::Alerting => OFF,
             LedState::Muted => RED,
             LedState::Offline => ORANGE,
@@ -143,7 +143,7 @@ pub fn render(state: LedState, step: u32, pixels: &mut [Rgb]) {
 pub fn lit(state: LedState, step: u32) -> bool {
     match state {
         LedState::Listening | LedState::Volume(_) => true,
-        LedState::Thinking | LedState::Alerting => step % 2 == 0,
+        LedState::Thinking | LedState::Alerting => step.is_multiple_of(2),
         LedState::Speaking => step % 8 < 4,
         LedState::Idle | LedState::Muted | LedState::Offline => false,
     }
