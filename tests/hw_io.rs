@@ -267,6 +267,7 @@ const C: Px = (0, 255, 255);
 const W: Px = (255, 255, 255);
 const R: Px = (255, 0, 0);
 const ORANGE: Px = (255, 80, 0);
+const YELLOW: Px = (255, 180, 0);
 
 /// Splits the SPI stream into frames, checking each frame's fixed parts, and returns the
 /// pixels (R, G, B) of each.
@@ -296,6 +297,7 @@ fn class(px: &[Px; PIXELS]) -> &'static str {
         [C, B, C] | [B, B, B] => "thinking",
         [W, O, O] => "volume",
         [R, R, R] => "muted",
+        [YELLOW, YELLOW, YELLOW] => "alerting",
         [a, b, c] if a == b && b == c && a.0 == 0 && a.1 > 0 => "speaking",
         _ => "unknown",
     }
@@ -390,6 +392,68 @@ async fn apa102_frames_follow_a_dialog_and_a_mute() {
     // Switched off on shutdown.
     let bytes = std::fs::read(&spi).expect("frames");
     assert_eq!(frames(&bytes).last().map(class), Some("idle"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apa102_blinks_yellow_while_a_timer_rings_until_stopped() {
+    let sim = sim("[[turn]]\nreject = true\n").await;
+    let dir = test_dir("hw-alert");
+    let output = format!("wav:{}", dir.join("out.wav").display());
+    let mut c = config(&sim, &dir, "none", &output);
+    let spi = dir.join("spidev0.0");
+    std::fs::write(&spi, b"").expect("spi stand-in");
+    c.leds = LedsConfig::Apa102 {
+        spi: spi.clone(),
+        count: PIXELS,
+        brightness: 8,
+        spi_hz: 8_000_000,
+    };
+    let mut device = start_device(c).await;
+    wait_for_picture(&spi, "idle").await;
+    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let stamp = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+0000",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    );
+    let set = json!({"directive": {"header": {"namespace": "Alerts", "name": "SetAlert", "messageId": "a-1"},
+        "payload": {"token": "timer-1", "type": "TIMER", "scheduledTime": stamp}}});
+    sim.admin
+        .push(None, set.to_string())
+        .await
+        .expect("push SetAlert");
+    device
+        .wait_step("AlertStarted", Duration::from_secs(15), |s| {
+            matches!(s, DialogStep::AlertStarted { .. })
+        })
+        .await;
+    wait_for_picture(&spi, "alerting").await;
+    // Blinking: yellow, dark, yellow again.
+    wait_for_picture(&spi, "idle").await;
+    let ringing = wait_for_picture(&spi, "alerting").await;
+    device
+        .daemon
+        .dialog
+        .commands
+        .send(DialogCommand::Stop)
+        .await
+        .expect("stop");
+    device
+        .wait_step("AlertStopped", Duration::from_secs(5), |s| {
+            matches!(s, DialogStep::AlertStopped { .. })
+        })
+        .await;
+    let after = wait_for_picture(&spi, "idle").await;
+    // Stopped means still: nothing more is written after the dark picture.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let bytes = std::fs::read(&spi).expect("frames");
+    assert_eq!(frames(&bytes).len(), after.len(), "no writes while idle");
+    assert!(ringing.iter().filter(|f| class(f) == "alerting").count() >= 2);
+    device.stop().await;
 }
 
 fn sysfs_led(dir: &Path, name: &str, max: &str) -> PathBuf {

@@ -208,8 +208,12 @@ pub struct Apa102 {
     dev: spidev::Spidev,
     path: PathBuf,
     pixels: Vec<Rgb>,
+    /// What the strip shows (the last frame written).
+    shown: Vec<Rgb>,
     brightness: u8,
     frame: Vec<u8>,
+    /// A frame went out: the pixels are what the strip shows.
+    written: bool,
 }
 
 impl Apa102 {
@@ -233,14 +237,21 @@ impl Apa102 {
             dev,
             path: path.to_owned(),
             pixels: vec![OFF; count],
+            shown: vec![OFF; count],
             brightness,
             frame: Vec::with_capacity(8 + 4 * count + count.div_ceil(16)),
+            written: false,
         })
     }
 
     fn show(&mut self, state: LedState, step: u32) -> Result<(), LedError> {
         render(state, step, &mut self.pixels);
+        if self.written && self.shown == self.pixels {
+            return Ok(());
+        }
+        self.shown.copy_from_slice(&self.pixels);
         apa102_frame(&self.pixels, self.brightness, &mut self.frame);
+        self.written = true;
         self.dev
             .write_all(&self.frame)
             .map_err(|source| LedError::Write {
