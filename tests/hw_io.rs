@@ -92,7 +92,8 @@ fn tap(code: u16) -> [(u16, i32); 2] {
 fn buttons(device: &Path) -> ButtonsConfig {
     ButtonsConfig {
         device: device.display().to_string(),
-        debounce: Duration::from_millis(30),
+        // Wide enough that a loaded machine still reads a written bounce within it.
+        debounce: Duration::from_millis(250),
         volume_step: 10,
         keys: vec![
             (KEY_VOICECOMMAND, ButtonAction::Listen),

@@ -352,12 +352,17 @@ pub async fn run(
     mut link: watch::Receiver<LinkState>,
     shutdown: CancellationToken,
 ) {
+    let mut last_error = String::new();
     let mut leds = loop {
         match Leds::open(&config) {
             Ok(Some(l)) => break l,
             Ok(None) => return,
             Err(e) => {
-                tracing::warn!(error = %e, "LEDs unavailable; trying again every few seconds");
+                let message = e.to_string();
+                if message != last_error {
+                    tracing::warn!(error = %message, "LEDs unavailable; trying again every few seconds");
+                    last_error = message;
+                }
                 if !super::pause(super::RETRY_DELAY, &shutdown).await {
                     return;
                 }
