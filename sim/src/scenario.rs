@@ -15,6 +15,11 @@ use crate::gateway::faults::Fault;
 pub struct Scenario {
     #[serde(default, rename = "turn")]
     pub turns: Vec<Turn>,
+    /// Answers to other events, by qualified name (`[on_event."PlaybackController.PlayCommandIssued"]`):
+    /// the turn's directives (e.g. its `play`) go on that event's response stream, without a
+    /// dialogRequestId, as AVS answers transport buttons (avs-protocol.md §5.5).
+    #[serde(default)]
+    pub on_event: BTreeMap<String, Turn>,
 }
 
 impl Default for Scenario {
@@ -29,6 +34,7 @@ impl Default for Scenario {
                 final_speech: Some("Here is the answer from the simulator.".to_owned()),
                 ..Turn::default()
             }],
+            on_event: BTreeMap::new(),
         }
     }
 }

@@ -212,6 +212,31 @@ pub async fn serve(
         }
         return;
     }
+    if let Some(turn) = shared.config.scenario.on_event.get(&name).cloned() {
+        // The scenario answers this event (e.g. a transport button) on its response stream.
+        let (sink, directives) = tokio::sync::mpsc::channel(4);
+        let ctx = crate::turn::TurnContext {
+            dialog_request_id: String::new(),
+            device_serial: grant.device_serial.clone(),
+            client_id: grant.client_id.clone(),
+        };
+        let producer = tokio::spawn(crate::turn::run(shared.clone(), ctx, turn, sink));
+        let streamed = super::response::stream_turn(
+            &shared,
+            &conn,
+            seq,
+            &mut respond,
+            None,
+            producer,
+            directives,
+            false,
+        )
+        .await;
+        if let Err(e) = streamed {
+            tracing::info!(error = %e, event = %name, "event answer ended early");
+        }
+        return;
+    }
     shared.recorder.set_status(seq, 204);
     respond_bytes(&mut respond, StatusCode::NO_CONTENT, None, Bytes::new()).await;
 }
