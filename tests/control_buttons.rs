@@ -204,36 +204,50 @@ async fn cli_volume_up_down_mute_and_unmute_reach_the_speaker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_play_button_answered_with_a_play_directive_plays_it() {
-    let scenario = "[[turn]]\nreject = true\n\n[on_event.\"PlaybackController.PlayCommandIssued\"]\nplay = { text = \"Resuming your music now.\", source = \"url\", token = \"resumed-1\" }\n";
-    let sim = sim(scenario).await;
+async fn the_cloud_answers_play_with_play_and_pause_with_stop_and_the_device_follows() {
+    let scenario = format!(
+        "[[turn]]\nreject = true\n\n\
+         [on_event.\"PlaybackController.PlayCommandIssued\"]\n\
+         play = {{ text = \"{LONG_TRACK}\", source = \"url\", token = \"resumed-1\" }}\n\n\
+         [on_event.\"PlaybackController.PauseCommandIssued\"]\n\
+         directives = [{{ namespace = \"AudioPlayer\", name = \"Stop\" }}]\n"
+    );
+    let sim = sim(&scenario).await;
     let dir = test_dir("control-play-answer");
     let output = format!("wav:{}", dir.join("out.wav").display());
     let config = config(&sim, &dir, "none", &output);
     let socket = config.control_socket.clone();
     let device = start_device(config).await;
+    let wait_for = |name: &'static str| {
+        let recorder = sim.recorder.clone();
+        async move {
+            let qualified = format!("AudioPlayer.{name}");
+            recorder
+                .wait_for(0, Duration::from_secs(20), &qualified, |r| {
+                    r.event.as_ref().is_some_and(|e| {
+                        e.qualified_name() == qualified && e.payload["token"] == "resumed-1"
+                    })
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
 
     let answer = control::request(&socket, &Request::Play)
         .await
         .expect("play");
     assert_eq!(answer["ok"], true);
-    // The cloud's Play comes back on the PlayCommandIssued stream; the device plays it to the end.
-    sim.recorder
-        .wait_for(
-            0,
-            Duration::from_secs(20),
-            "PlaybackFinished of resumed-1",
-            |r| {
-                r.event.as_ref().is_some_and(|e| {
-                    e.qualified_name() == "AudioPlayer.PlaybackFinished"
-                        && e.payload["token"] == "resumed-1"
-                })
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}: {:?}", recorded(&sim, "AudioPlayer")));
+    // The cloud's Play comes back on the PlayCommandIssued stream: the device plays it.
+    wait_for("PlaybackStarted").await;
     let issued = &sim.recorder.events("PlaybackController.PlayCommandIssued")[0];
     assert_eq!(issued.status, Some(200), "answered with directives");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let answer = control::request(&socket, &Request::Pause)
+        .await
+        .expect("pause");
+    assert_eq!(answer["ok"], true);
+    // Pausing is the cloud's Stop, on the PauseCommandIssued stream.
+    wait_for("PlaybackStopped").await;
     let events: Vec<String> = recorded(&sim, "AudioPlayer")
         .into_iter()
         .filter(|(_, t)| t == "resumed-1")
@@ -246,7 +260,11 @@ async fn a_play_button_answered_with_a_play_directive_plays_it() {
     );
     assert_eq!(
         events.last().map(String::as_str),
-        Some("PlaybackFinished"),
+        Some("PlaybackStopped"),
+        "{events:?}"
+    );
+    assert!(
+        !events.contains(&"PlaybackFinished".to_owned()),
         "{events:?}"
     );
     device.stop().await;
