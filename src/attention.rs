@@ -24,6 +24,8 @@ pub enum AttentionInput {
     /// The Recognize's response stream is open (a turn is in progress on the cloud side).
     TurnOpened,
     TurnClosed,
+    /// A Speak is queued and about to play: THINKING holds until it starts.
+    SpeechQueued,
     SpeechStarted,
     /// No speech playing or queued any more.
     SpeechDrained,
@@ -38,6 +40,7 @@ pub struct AttentionMachine {
     turn_open: bool,
     processing: bool,
     speaking: bool,
+    speech_queued: bool,
     since: Instant,
     thinking_timeout: Duration,
 }
@@ -49,6 +52,7 @@ impl AttentionMachine {
             turn_open: false,
             processing: false,
             speaking: false,
+            speech_queued: false,
             since: now,
             thinking_timeout,
         }
@@ -73,12 +77,17 @@ impl AttentionMachine {
                 self.turn_open = false;
                 self.settle()
             }
+            I::SpeechQueued => {
+                self.speech_queued = true;
+                self.state
+            }
             I::SpeechStarted => {
                 self.speaking = true;
                 Attention::Speaking
             }
             I::SpeechDrained => {
                 self.speaking = false;
+                self.speech_queued = false;
                 self.settle()
             }
             I::ProcessingStarted => {
@@ -96,6 +105,7 @@ impl AttentionMachine {
             I::Disconnected => {
                 self.turn_open = false;
                 self.processing = false;
+                self.speech_queued = false;
                 if self.speaking {
                     self.state
                 } else {
@@ -128,7 +138,7 @@ impl AttentionMachine {
         match self.state {
             Attention::Listening => Attention::Listening,
             _ if self.speaking => Attention::Speaking,
-            _ if self.turn_open || self.processing => Attention::Thinking,
+            _ if self.turn_open || self.processing || self.speech_queued => Attention::Thinking,
             _ => Attention::Idle,
         }
     }
@@ -179,6 +189,28 @@ mod tests {
         m.on(I::CaptureStopped, t0);
         assert_eq!(m.deadline(), Some(t0 + Duration::from_secs(8)));
         assert_eq!(m.tick(t0 + Duration::from_secs(7)), None);
+        assert_eq!(m.tick(t0 + Duration::from_secs(8)), Some(Attention::Idle));
+    }
+
+    #[test]
+    fn a_queued_speech_holds_thinking_after_the_turn_closes() {
+        let t0 = Instant::now();
+        let mut m = AttentionMachine::new(Duration::from_secs(8), t0);
+        m.on(I::CaptureStarted, t0);
+        m.on(I::TurnOpened, t0);
+        m.on(I::CaptureStopped, t0);
+        assert_eq!(m.on(I::SpeechQueued, t0), None);
+        assert_eq!(
+            m.on(I::TurnClosed, t0),
+            None,
+            "the Speak has not started yet"
+        );
+        assert_eq!(m.on(I::SpeechStarted, t0), Some(Attention::Speaking));
+        assert_eq!(m.on(I::SpeechDrained, t0), Some(Attention::Idle));
+        // A queued speech that never starts still times out.
+        m.on(I::CaptureStarted, t0);
+        m.on(I::CaptureStopped, t0);
+        m.on(I::SpeechQueued, t0);
         assert_eq!(m.tick(t0 + Duration::from_secs(8)), Some(Attention::Idle));
     }
 

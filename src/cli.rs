@@ -56,11 +56,23 @@ pub enum Command {
         #[arg(long)]
         follow: bool,
     },
-    /// Set (`40`) or change (`+10`, `-10`) the volume, or `mute` / `unmute`.
+    /// Set (`40`) or change (`+10`, `-10`, `up`, `down`) the volume, or `mute` / `unmute`.
     Volume {
         #[arg(allow_hyphen_values = true)]
         value: String,
     },
+    /// Mute the speaker.
+    Mute,
+    /// Unmute the speaker.
+    Unmute,
+    /// Play (like a play button: the cloud resumes or starts the music).
+    Play,
+    /// Pause (like a pause button: the cloud stops the music).
+    Pause,
+    /// Next track.
+    Next,
+    /// Previous track.
+    Previous,
     /// A whole spoken dialog against a built-in avs-sim: no account, no network needed.
     #[cfg(feature = "demo")]
     Demo(crate::demo::DemoArgs),
@@ -107,10 +119,18 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Stop => client(&cli.config, Request::Stop).await,
             Command::Status { follow: false } => client(&cli.config, Request::Status).await,
             Command::Status { follow: true } => follow(&cli.config).await,
+            Command::Mute => client(&cli.config, Request::Mute { muted: true }).await,
+            Command::Unmute => client(&cli.config, Request::Mute { muted: false }).await,
+            Command::Play => client(&cli.config, Request::Play).await,
+            Command::Pause => client(&cli.config, Request::Pause).await,
+            Command::Next => client(&cli.config, Request::Next).await,
+            Command::Previous => client(&cli.config, Request::Previous).await,
             Command::Volume { value } => match parse_volume(&value) {
                 Some(r) => client(&cli.config, r).await,
                 None => {
-                    eprintln!("avsd volume: {value:?} is not 0..100, +N, -N, mute or unmute");
+                    eprintln!(
+                        "avsd volume: {value:?} is not 0..100, +N, -N, up, down, mute or unmute"
+                    );
                     ExitCode::from(2)
                 }
             },
@@ -136,8 +156,19 @@ fn with_config(path: &Path, f: impl FnOnce(&Config) -> ExitCode) -> ExitCode {
     }
 }
 
+/// The step of `avsd volume up|down`, as a volume button's.
+const VOLUME_STEP: i16 = 10;
+
 fn parse_volume(v: &str) -> Option<Request> {
+    let adjust = |d| {
+        Some(Request::Volume {
+            set: None,
+            adjust: Some(d),
+        })
+    };
     match v {
+        "up" => adjust(VOLUME_STEP),
+        "down" => adjust(-VOLUME_STEP),
         "mute" => Some(Request::Mute { muted: true }),
         "unmute" => Some(Request::Mute { muted: false }),
         _ if v.starts_with('+') || v.starts_with('-') => v

@@ -12,6 +12,9 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::audio::AudioConfig;
+use crate::hw::buttons::{ButtonAction, ButtonsConfig};
+use crate::hw::input::key_code;
+use crate::hw::leds::LedsConfig;
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -53,11 +56,33 @@ struct RawConfig {
     #[serde(default)]
     hardware: RawHardware,
     #[serde(default)]
-    buttons: toml::Table,
+    buttons: RawButtons,
     #[serde(default)]
-    leds: toml::Table,
+    leds: RawLeds,
     #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawButtons {
+    device: Option<String>,
+    debounce_ms: Option<u64>,
+    volume_step: Option<u8>,
+    #[serde(default)]
+    keys: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLeds {
+    driver: Option<String>,
+    spi: Option<PathBuf>,
+    count: Option<usize>,
+    brightness: Option<u8>,
+    spi_hz: Option<u32>,
+    sysfs_dir: Option<PathBuf>,
+    names: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,8 +235,9 @@ pub struct Config {
     pub mixer_control: Option<String>,
     pub dialog: DialogConfig,
     pub hardware_profile: Option<String>,
-    pub buttons: toml::Table,
-    pub leds: toml::Table,
+    /// `None` when no button device is configured.
+    pub buttons: Option<ButtonsConfig>,
+    pub leds: LedsConfig,
     pub log_level: String,
 }
 
@@ -387,6 +413,8 @@ impl Config {
                 "must be a positive 32-bit integer as a string",
             ));
         }
+        let buttons = buttons(raw.buttons)?;
+        let leds = leds(raw.leds)?;
         let log_level = raw.log.level.unwrap_or_else(|| "info".into());
         if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
             return Err(invalid(
@@ -459,14 +487,55 @@ impl Config {
                 ),
             },
             hardware_profile: raw.hardware.profile,
-            buttons: raw.buttons,
-            leds: raw.leds,
+            buttons,
+            leds,
             log_level,
         })
     }
 
     /// The effective configuration as TOML, for `avsd check`.
     pub fn to_effective_toml(&self) -> String {
+        let mut out = self.effective_core_toml();
+        out.push_str("\n[buttons]\n");
+        if let Some(b) = &self.buttons {
+            let keys = b
+                .keys
+                .iter()
+                .map(|(code, action)| {
+                    let key = crate::hw::input::key_name(*code)
+                        .map_or_else(|| format!("\"{code}\""), str::to_owned);
+                    format!("{key} = {:?}", action.name())
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            out.push_str(&format!(
+                "device = {:?}\ndebounce_ms = {}\nvolume_step = {}\nkeys = {{ {keys} }}\n",
+                b.device,
+                b.debounce.as_millis(),
+                b.volume_step
+            ));
+        }
+        out.push_str("\n[leds]\n");
+        out.push_str(&match &self.leds {
+            LedsConfig::None => "driver = \"none\"\n".to_owned(),
+            LedsConfig::Apa102 {
+                spi,
+                count,
+                brightness,
+                spi_hz,
+            } => format!(
+                "driver = \"apa102\"\nspi = {:?}\ncount = {count}\nbrightness = {brightness}\nspi_hz = {spi_hz}\n",
+                spi.display().to_string()
+            ),
+            LedsConfig::Sysfs { dir, names } => format!(
+                "driver = \"sysfs\"\nsysfs_dir = {:?}\nnames = {names:?}\n",
+                dir.display().to_string()
+            ),
+        });
+        out
+    }
+
+    fn effective_core_toml(&self) -> String {
         let region = match self.cloud.region {
             Region::NorthAmerica => "NA",
             Region::Europe => "EU",
@@ -532,6 +601,106 @@ impl Config {
             self.hardware_profile.clone().unwrap_or_default(),
             self.log_level,
         )
+    }
+}
+
+fn buttons(raw: RawButtons) -> Result<Option<ButtonsConfig>, ConfigError> {
+    let debounce_ms = raw.debounce_ms.unwrap_or(30);
+    if debounce_ms > 500 {
+        return Err(invalid("buttons.debounce_ms", "must be 0..=500"));
+    }
+    let volume_step = raw.volume_step.unwrap_or(10);
+    if !(1..=100).contains(&volume_step) {
+        return Err(invalid("buttons.volume_step", "must be 1..=100"));
+    }
+    let mut keys = Vec::with_capacity(raw.keys.len());
+    for (key, action) in &raw.keys {
+        let code = key_code(key).ok_or_else(|| {
+            invalid(
+                "buttons.keys",
+                format!("{key:?} is not a key name (KEY_VOLUMEUP, BTN_0, ...) or code"),
+            )
+        })?;
+        let action = ButtonAction::from_name(action).ok_or_else(|| {
+            let names: Vec<&str> = ButtonAction::ALL.iter().map(|a| a.name()).collect();
+            invalid(
+                "buttons.keys",
+                format!(
+                    "{key} = {action:?}: the action must be one of {}",
+                    names.join(", ")
+                ),
+            )
+        })?;
+        if keys.iter().any(|(c, _)| *c == code) {
+            return Err(invalid(
+                "buttons.keys",
+                format!("{key}: key code {code} is mapped twice"),
+            ));
+        }
+        keys.push((code, action));
+    }
+    let Some(device) = raw.device.filter(|d| !d.is_empty()) else {
+        return Ok(None);
+    };
+    if keys.is_empty() {
+        return Err(invalid(
+            "buttons.keys",
+            "buttons.device is set but no key is mapped (e.g. keys = { KEY_VOICECOMMAND = \"listen\" })",
+        ));
+    }
+    Ok(Some(ButtonsConfig {
+        device,
+        debounce: Duration::from_millis(debounce_ms),
+        volume_step,
+        keys,
+    }))
+}
+
+fn leds(raw: RawLeds) -> Result<LedsConfig, ConfigError> {
+    match raw.driver.as_deref().unwrap_or("none") {
+        "none" => Ok(LedsConfig::None),
+        "apa102" => {
+            let count = raw.count.unwrap_or(3);
+            if !(1..=256).contains(&count) {
+                return Err(invalid("leds.count", "must be 1..=256"));
+            }
+            let brightness = raw.brightness.unwrap_or(8);
+            if !(1..=31).contains(&brightness) {
+                return Err(invalid(
+                    "leds.brightness",
+                    "must be 1..=31 (APA102 global brightness)",
+                ));
+            }
+            let spi_hz = raw.spi_hz.unwrap_or(8_000_000);
+            if !(10_000..=32_000_000).contains(&spi_hz) {
+                return Err(invalid("leds.spi_hz", "must be 10000..=32000000"));
+            }
+            Ok(LedsConfig::Apa102 {
+                spi: raw.spi.unwrap_or_else(|| PathBuf::from("/dev/spidev0.0")),
+                count,
+                brightness,
+                spi_hz,
+            })
+        }
+        "sysfs" => {
+            let names = raw.names.unwrap_or_default();
+            if names.is_empty() || names.iter().any(|n| n.is_empty() || n.contains('/')) {
+                return Err(invalid(
+                    "leds.names",
+                    "the sysfs driver needs LED names from /sys/class/leds, e.g. [\"avsd\"]",
+                ));
+            }
+            Ok(LedsConfig::Sysfs {
+                dir: raw
+                    .sysfs_dir
+                    .unwrap_or_else(|| PathBuf::from("/sys/class/leds")),
+                names,
+            })
+        }
+        other => Err(invalid(
+            "leds.driver",
+            format!("{other:?} is not \"none\", \"apa102\" or \"sysfs\""),
+        )),
     }
 }
 

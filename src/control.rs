@@ -1,7 +1,9 @@
 //! The control socket: a Unix socket speaking JSON lines, used by `avsd listen|stop|status|
 //! volume`, buttons and LED drivers. Requests:
 //! `{"cmd":"listen"}`, `{"cmd":"stop"}`, `{"cmd":"status"}`, `{"cmd":"volume","set":40}`,
-//! `{"cmd":"volume","adjust":-10}`, `{"cmd":"mute","muted":true}`, `{"cmd":"subscribe"}`.
+//! `{"cmd":"volume","adjust":-10}`, `{"cmd":"mute","muted":true}`, `{"cmd":"subscribe"}`, and the
+//! transport buttons `{"cmd":"play"}`, `pause`, `next`, `previous` (PlaybackController events:
+//! the cloud decides what happens to the music and answers with AudioPlayer directives).
 //! Each request gets one JSON line back; `subscribe` then streams every dialog step and link
 //! state change as JSON lines until the client hangs up.
 
@@ -15,6 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::agents::audio_player::Button;
 use crate::agents::speaker::VolumeCommand;
 use crate::dialog::{DialogCommand, DialogHandle};
 use crate::transport::LinkState;
@@ -57,6 +60,10 @@ pub enum Request {
     Mute {
         muted: bool,
     },
+    Play,
+    Pause,
+    Next,
+    Previous,
     Subscribe,
 }
 
@@ -140,6 +147,10 @@ async fn client(
             Request::Mute { muted } => {
                 command(&dialog, DialogCommand::Volume(VolumeCommand::Mute(muted))).await
             }
+            Request::Play => command(&dialog, DialogCommand::Button(Button::Play)).await,
+            Request::Pause => command(&dialog, DialogCommand::Button(Button::Pause)).await,
+            Request::Next => command(&dialog, DialogCommand::Button(Button::Next)).await,
+            Request::Previous => command(&dialog, DialogCommand::Button(Button::Previous)).await,
             Request::Status => status(&dialog, &link).await,
             Request::Subscribe => {
                 let mut updates = dialog.updates.subscribe();

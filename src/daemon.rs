@@ -176,6 +176,22 @@ impl Daemon {
             }
             "control"
         });
+        if let Some(buttons) = config.buttons.clone() {
+            let press_and_hold = config.dialog.initiator == "PRESS_AND_HOLD";
+            let (d, s) = (dialog.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                crate::hw::buttons::run(buttons, press_and_hold, d, s).await;
+                "buttons"
+            });
+        }
+        if config.leds != crate::hw::leds::LedsConfig::None {
+            let leds = config.leds.clone();
+            let (d, l, s) = (dialog.clone(), link.state.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                crate::hw::leds::run(leds, d, l, s).await;
+                "leds"
+            });
+        }
         Ok(Self {
             config,
             dialog,

@@ -164,7 +164,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 }
                 DialogStep::Attention { state } => Some(format!("attention: {state:?}")),
                 DialogStep::Offline => anyhow::bail!("offline: the Recognize could not be sent"),
-                DialogStep::RecognizeStarted { .. } => None,
+                DialogStep::RecognizeStarted { .. }
+                | DialogStep::AlertStarted { .. }
+                | DialogStep::AlertStopped { .. } => None,
             };
             if let Some(line) = line {
                 println!("[tap+{:>5} ms] {line}", at(u.at));

@@ -33,10 +33,14 @@ use crate::transport::{Incoming, Outbox, ResponseOutcome};
 #[derive(Debug)]
 pub enum DialogCommand {
     Listen,
+    /// A press-and-hold button was let go: end the capture (the answer still comes).
+    EndCapture,
     Stop,
     Volume(VolumeCommand),
     /// A transport button (PlaybackController).
     Button(Button),
+    /// A play/pause toggle: Pause while music plays, Play otherwise.
+    PlayPause,
     Status(oneshot::Sender<DialogStatus>),
 }
 
@@ -64,6 +68,8 @@ pub enum DialogStep {
     TurnClosed { status: String },
     Offline,
     VolumeChanged { volume: u8, muted: bool },
+    AlertStarted { token: String },
+    AlertStopped { token: String },
 }
 
 #[derive(Debug, Clone)]
@@ -332,6 +338,7 @@ impl DialogCore {
                 out.extend(o);
                 if let Some(e) = enqueued {
                     self.forward(e.source, e.updates);
+                    out.push(AgentOutput::Attention(AttentionInput::SpeechQueued));
                 }
             }
             DirectiveKind::AudioPlayer(ap::Directive::Play(play)) => {
@@ -550,8 +557,21 @@ impl DialogCore {
                 let out = self.alerts.stop();
                 self.apply(out);
             }
+            DialogCommand::EndCapture => {
+                self.recognizer.stop(CaptureEnd::LocalStop);
+            }
             DialogCommand::Button(b) => {
                 self.system.user_activity(Instant::now());
+                let out = self.audio_player.button(b);
+                self.apply(vec![out]);
+            }
+            DialogCommand::PlayPause => {
+                self.system.user_activity(Instant::now());
+                let b = if self.audio_player.is_playing() {
+                    Button::Pause
+                } else {
+                    Button::Play
+                };
                 let out = self.audio_player.button(b);
                 self.apply(vec![out]);
             }
@@ -650,6 +670,12 @@ impl DialogCore {
                 token: token(&event),
             }),
             ("SpeechSynthesizer", "SpeechInterrupted") => Some(DialogStep::SpeechInterrupted {
+                token: token(&event),
+            }),
+            ("Alerts", "AlertStarted") => Some(DialogStep::AlertStarted {
+                token: token(&event),
+            }),
+            ("Alerts", "AlertStopped") => Some(DialogStep::AlertStopped {
                 token: token(&event),
             }),
             ("Speaker", _) => Some(DialogStep::VolumeChanged {

@@ -15,6 +15,7 @@
 //! - `persist`: atomic JSON state files.
 //! - `daemon`: wiring and supervision; `service`: systemd notify and signals; `control`: the
 //!   control socket (JSON lines) and its client.
+//! - `hw`: buttons (Linux input devices) and status LEDs (APA102 over spidev, sysfs LEDs).
 //! - `selftest`: hidden `avsd selftest` smoke checks (decode, TLS + HTTP/2) for cross builds.
 //! - `audio`: devices, capture (16 kHz frames), decoding, the mixer and playback, earcons.
 
@@ -33,6 +34,7 @@ pub mod demo;
 pub mod dialog;
 pub mod directives;
 pub mod focus;
+pub mod hw;
 pub mod media;
 pub mod persist;
 pub mod selftest;

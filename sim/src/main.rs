@@ -63,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         // Every turn goes to the skill: a turn without speech of its own.
         (None, Some(_)) => avs_sim::Scenario {
             turns: vec![avs_sim::scenario::Turn::default()],
+            on_event: Default::default(),
         },
         (None, None) => avs_sim::Scenario::default(),
     };

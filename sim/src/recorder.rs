@@ -44,6 +44,8 @@ pub struct RecordedEvent {
     pub dialog_request_id: Option<String>,
     pub payload: Value,
     pub has_context: bool,
+    /// The context entries as sent (a JSON array), when the event carried them.
+    pub context: Option<Value>,
 }
 
 impl RecordedEvent {

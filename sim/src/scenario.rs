@@ -15,6 +15,11 @@ use crate::gateway::faults::Fault;
 pub struct Scenario {
     #[serde(default, rename = "turn")]
     pub turns: Vec<Turn>,
+    /// Answers to other events, by qualified name (`[on_event."PlaybackController.PlayCommandIssued"]`):
+    /// the turn's directives (e.g. its `play`) go on that event's response stream, without a
+    /// dialogRequestId, as AVS answers transport buttons (avs-protocol.md §5.5).
+    #[serde(default)]
+    pub on_event: BTreeMap<String, Turn>,
 }
 
 impl Default for Scenario {
@@ -29,6 +34,7 @@ impl Default for Scenario {
                 final_speech: Some("Here is the answer from the simulator.".to_owned()),
                 ..Turn::default()
             }],
+            on_event: BTreeMap::new(),
         }
     }
 }
@@ -48,6 +54,8 @@ pub enum ScenarioError {
     Empty,
     #[error("turn {index}: {reason}")]
     Invalid { index: usize, reason: String },
+    #[error("on_event {event:?}: {reason}")]
+    InvalidEventAnswer { event: String, reason: String },
 }
 
 impl Scenario {
@@ -91,6 +99,21 @@ impl Scenario {
                 if d.namespace.is_empty() || d.name.is_empty() {
                     return Err(invalid("a directive needs namespace and name"));
                 }
+            }
+        }
+        for (event, t) in &self.on_event {
+            let invalid = |reason: &str| ScenarioError::InvalidEventAnswer {
+                event: event.clone(),
+                reason: reason.to_owned(),
+            };
+            if !event.contains('.') {
+                return Err(invalid("name the event as Namespace.Name"));
+            }
+            if t.directives
+                .iter()
+                .any(|d| d.namespace.is_empty() || d.name.is_empty())
+            {
+                return Err(invalid("a directive needs namespace and name"));
             }
         }
         Ok(())
@@ -260,6 +283,21 @@ mod tests {
         let s = Scenario::from_toml(text).unwrap();
         assert!(s.turns.len() >= 2);
         assert!(!s.turns[0].interim.is_empty());
+    }
+
+    #[test]
+    fn event_answers_parse_and_are_checked() {
+        let ok = "[[turn]]\nreject = true\n[on_event.\"PlaybackController.PauseCommandIssued\"]\ndirectives = [{ namespace = \"AudioPlayer\", name = \"Stop\" }]\n";
+        let s = Scenario::from_toml(ok).unwrap();
+        assert_eq!(
+            s.on_event["PlaybackController.PauseCommandIssued"].directives[0].name,
+            "Stop"
+        );
+        let bad = "[[turn]]\nreject = true\n[on_event.Pause]\n";
+        assert!(matches!(
+            Scenario::from_toml(bad),
+            Err(ScenarioError::InvalidEventAnswer { .. })
+        ));
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub fn speak(
     mp3: bytes::Bytes,
 ) -> TurnDirective {
     let header = avs_proto::Header::new("SpeechSynthesizer", "Speak")
-        .with_dialog(Some(dialog_request_id.to_owned()));
+        .with_dialog(dialog_id(dialog_request_id));
     let payload = json!({
         "url": format!("cid:{token}"),
         "format": "AUDIO_MPEG",
@@ -73,6 +73,11 @@ pub fn speak(
         json: avs_proto::DirectiveEnvelope::new(header, payload).to_json(),
         attachment: Some((token.to_owned(), mp3)),
     }
+}
+
+/// The header's dialogRequestId: none for an answer to an event outside a dialog.
+fn dialog_id(dialog_request_id: &str) -> Option<String> {
+    (!dialog_request_id.is_empty()).then(|| dialog_request_id.to_owned())
 }
 
 async fn send(sink: &TurnSink, d: TurnDirective) -> Result<(), TurnError> {
@@ -90,8 +95,10 @@ pub async fn run(
     if let Some(skill) = turn.skill.clone() {
         return run_skill(&shared, &ctx, &skill, sink).await;
     }
+    // Answers to other events (no dialog) never go to the skill on their own.
     if turn.interim.is_empty()
         && turn.final_speech.is_none()
+        && !ctx.dialog_request_id.is_empty()
         && shared.config.skill_endpoint.is_some()
     {
         return run_skill(&shared, &ctx, &crate::scenario::SkillSpec::default(), sink).await;
@@ -139,7 +146,7 @@ pub async fn run(
     }
     if let Some(timeout_ms) = turn.expect_speech_timeout_ms {
         let header = avs_proto::Header::new("SpeechRecognizer", "ExpectSpeech")
-            .with_dialog(Some(dialog.to_owned()));
+            .with_dialog(dialog_id(dialog));
         let json =
             avs_proto::DirectiveEnvelope::new(header, json!({"timeoutInMilliseconds": timeout_ms}))
                 .to_json();
@@ -170,8 +177,7 @@ pub async fn run(
                 (url.unwrap_or_default(), None)
             }
         };
-        let header =
-            avs_proto::Header::new("AudioPlayer", "Play").with_dialog(Some(dialog.to_owned()));
+        let header = avs_proto::Header::new("AudioPlayer", "Play").with_dialog(dialog_id(dialog));
         let payload = json!({
             "playBehavior": play.play_behavior,
             "audioItem": {
@@ -184,7 +190,7 @@ pub async fn run(
     }
     for d in &turn.directives {
         let with_dialog = d.with_dialog.unwrap_or(true);
-        let json = d.to_json(with_dialog.then_some(dialog));
+        let json = d.to_json(with_dialog.then_some(dialog).filter(|d| !d.is_empty()));
         send(
             &sink,
             TurnDirective {

@@ -316,6 +316,11 @@ impl AudioPlayer {
     }
 
     /// A transport button: tell the cloud (it answers with AudioPlayer directives).
+    /// Music is playing (for a play/pause toggle button).
+    pub fn is_playing(&self) -> bool {
+        self.activity == Activity::Playing
+    }
+
     pub fn button(&self, button: Button) -> AgentOutput {
         let e = match button {
             Button::Play => pc::Event::PlayCommandIssued(AnyObject {}),

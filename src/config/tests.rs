@@ -123,3 +123,58 @@ fn discovery_identity_has_defaults_and_refuses_empty_values() {
         Config::from_toml(&format!("[device]\ndescription = \"{long}\"\n"), p, &[]).unwrap_err();
     assert!(err.to_string().starts_with("device.description:"), "{err}");
 }
+
+#[test]
+fn buttons_and_leds_are_typed_and_their_errors_name_the_key() {
+    let text = "[hardware]\nprofile = \"respeaker-2mic\"\n";
+    let c = Config::from_toml(text, Path::new("t.toml"), &repo_hw()).unwrap();
+    let b = c.buttons.expect("the profile's button");
+    assert_eq!(b.device, "button@11");
+    assert_eq!(b.keys, [(582, crate::hw::buttons::ButtonAction::Listen)]);
+    assert_eq!(
+        c.leds,
+        LedsConfig::Apa102 {
+            spi: PathBuf::from("/dev/spidev0.0"),
+            count: 3,
+            brightness: 8,
+            spi_hz: 8_000_000
+        }
+    );
+    let text = "[buttons]\ndevice = \"/dev/input/event1\"\nkeys = { KEY_NEXTSONG = \"next\", 164 = \"play_pause\" }\n[leds]\ndriver = \"sysfs\"\nnames = [\"led0\"]\n";
+    let c = Config::from_toml(text, Path::new("t.toml"), &repo_hw()).unwrap();
+    assert_eq!(c.buttons.as_ref().map(|b| b.keys.len()), Some(2));
+    let back: toml::Table = toml::from_str(&c.to_effective_toml()).unwrap();
+    assert_eq!(
+        back["buttons"]["keys"]["KEY_PLAYPAUSE"].as_str(),
+        Some("play_pause")
+    );
+    assert_eq!(back["leds"]["names"][0].as_str(), Some("led0"));
+    assert!(Config::defaults().unwrap().buttons.is_none());
+
+    let cases = [
+        (
+            "[buttons]\ndevice = \"x\"\nkeys = { KEY_BOGUS = \"listen\" }\n",
+            "buttons.keys",
+        ),
+        (
+            "[buttons]\ndevice = \"x\"\nkeys = { KEY_ENTER = \"dance\" }\n",
+            "buttons.keys",
+        ),
+        ("[buttons]\ndevice = \"x\"\n", "buttons.keys"),
+        ("[buttons]\ndebounce_ms = 9000\n", "buttons.debounce_ms"),
+        ("[buttons]\ngpio = 17\n", "gpio"),
+        ("[leds]\ndriver = \"neon\"\n", "leds.driver"),
+        (
+            "[leds]\ndriver = \"apa102\"\nbrightness = 40\n",
+            "leds.brightness",
+        ),
+        ("[leds]\ndriver = \"apa102\"\ncount = 0\n", "leds.count"),
+        ("[leds]\ndriver = \"sysfs\"\n", "leds.names"),
+    ];
+    for (text, key) in cases {
+        let err = Config::from_toml(text, Path::new("t.toml"), &repo_hw())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{text:?} gave {err:?}");
+    }
+}

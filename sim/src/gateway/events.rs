@@ -113,6 +113,10 @@ pub async fn serve(
         dialog_request_id: event.header.dialog_request_id.clone(),
         payload: event.payload.clone(),
         has_context: event.context.is_some(),
+        context: event
+            .context
+            .as_ref()
+            .and_then(|c| serde_json::to_value(c).ok()),
     };
     tracing::info!(event = %event.qualified_name(), serial = %grant.device_serial, "event");
     let seq = shared.recorder.record_via(
@@ -229,6 +233,31 @@ pub async fn serve(
         .await;
         if let Err(e) = streamed {
             tracing::info!(error = %e, "ExpectSpeechTimedOut answer ended early");
+        }
+        return;
+    }
+    if let Some(turn) = shared.config.scenario.on_event.get(&name).cloned() {
+        // The scenario answers this event (e.g. a transport button) on its response stream.
+        let (sink, directives) = tokio::sync::mpsc::channel(4);
+        let ctx = crate::turn::TurnContext {
+            dialog_request_id: String::new(),
+            device_serial: grant.device_serial.clone(),
+            client_id: grant.client_id.clone(),
+        };
+        let producer = tokio::spawn(crate::turn::run(shared.clone(), ctx, turn, sink));
+        let streamed = super::response::stream_turn(
+            &shared,
+            &conn,
+            seq,
+            &mut respond,
+            None,
+            producer,
+            directives,
+            false,
+        )
+        .await;
+        if let Err(e) = streamed {
+            tracing::info!(error = %e, event = %name, "event answer ended early");
         }
         return;
     }
