@@ -25,7 +25,7 @@ use symphonia::core::units::TimeBase;
 use tokio::sync::mpsc;
 
 use super::resample::StreamResampler;
-use super::{Counters, PlaybackUpdate, Source, StreamSource, StreamTags, earcons};
+use super::{Counters, PlaybackUpdate, SideTags, Source, StreamSource, StreamTags, earcons};
 
 /// symphonia requires a power of two > 32 KiB.
 const MSS_BUFFER_BYTES: usize = 64 * 1024;
@@ -41,6 +41,8 @@ pub(crate) const PRIME_PACKETS: usize = 2;
 /// hostile stream.
 const MAX_TAGS: usize = 16;
 const MAX_TAG_VALUE_BYTES: usize = 512;
+/// Side tags waiting for the demuxer to reach their position; the oldest go first.
+const MAX_PENDING_SIDE_TAGS: usize = 16;
 /// Update slots left free for the terminal updates the mixer sends (Metadata is droppable).
 const METADATA_RESERVED_SLOTS: usize = 8;
 
@@ -158,8 +160,9 @@ fn frames_of(tb: TimeBase, units: u64, rate: u32) -> u64 {
 pub struct StreamOptions {
     /// Start position; `Duration::ZERO` plays from the beginning.
     pub start: Duration,
-    /// Tags found outside the demuxer (ICY), polled between packets.
-    pub side_tags: Option<std::sync::mpsc::Receiver<StreamTags>>,
+    /// Tags found outside the demuxer (ICY), polled between packets and passed on once the
+    /// demuxer has read up to their byte position.
+    pub side_tags: Option<std::sync::mpsc::Receiver<SideTags>>,
 }
 
 fn tag_value(v: &RawValue) -> Option<String> {
@@ -330,6 +333,7 @@ where
         None => (opts.start.as_secs_f64() * f64::from(codec_rate)).round() as u64,
     };
     let mut primers: std::collections::VecDeque<Packet> = std::collections::VecDeque::new();
+    let mut side: std::collections::VecDeque<SideTags> = std::collections::VecDeque::new();
     let mut first_meta = true;
     if let Some(tags) = new_demuxer_tags(format.as_mut(), &mut first_meta) {
         on_tags(tags);
@@ -387,8 +391,18 @@ where
             }
         };
         if let Some(rx) = &opts.side_tags {
-            while let Ok(tags) = rx.try_recv() {
-                on_tags(tags);
+            while let Ok(t) = rx.try_recv() {
+                if side.len() == MAX_PENDING_SIDE_TAGS {
+                    side.pop_front();
+                }
+                side.push_back(t);
+            }
+            // Released when the demuxer has read that far (it reads ahead of the packet it
+            // returns by at most its buffer), so a title is not reported seconds early.
+            while side.front().is_some_and(|t| t.at_byte <= at()) {
+                if let Some(t) = side.pop_front() {
+                    on_tags(t.tags);
+                }
             }
         }
         if !format.metadata().is_latest()
@@ -912,13 +926,22 @@ mod tests {
         let mp3 = fixture_bytes("audio_speech_24k_mono.mp3");
         let tagged = avs_sim::media::with_id3v2(
             &mp3,
-            &[("TIT2", "Morning Song"), ("TPE1", "The Testers"), ("TALB", "Fixtures")],
+            &[
+                ("TIT2", "Morning Song"),
+                ("TPE1", "The Testers"),
+                ("TALB", "Fixtures"),
+            ],
         );
         let (pcm, s, tags) = decode_all(tagged.to_vec(), Duration::ZERO);
         assert!(!pcm.is_empty());
         assert_eq!(s.corrupt_packets, 0);
         assert_eq!(tags.len(), 1, "{tags:?}");
-        let get = |k: &str| tags[0].iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| {
+            tags[0]
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
         assert_eq!(get("title"), Some("Morning Song"));
         assert_eq!(get("artist"), Some("The Testers"));
         assert_eq!(get("album"), Some("Fixtures"));

@@ -186,7 +186,14 @@ pub struct StreamSource {
     pub start: Duration,
     /// Tags found outside the decoder's view (ICY metadata stripped from an HTTP stream),
     /// polled by the decode thread.
-    pub side_tags: Option<std::sync::mpsc::Receiver<StreamTags>>,
+    pub side_tags: Option<std::sync::mpsc::Receiver<SideTags>>,
+}
+
+/// Tags that hold from byte `at_byte` of what the stream's reader yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SideTags {
+    pub at_byte: u64,
+    pub tags: StreamTags,
 }
 
 impl std::fmt::Debug for Source {

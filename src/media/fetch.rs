@@ -15,7 +15,7 @@ use url::Url;
 
 use super::icy::{IcyDeinterleaver, IcyMetadata};
 use super::playlist::{self, Playlist};
-use crate::audio::StreamTags;
+use crate::audio::{SideTags, StreamTags};
 
 /// Largest playlist text read.
 const MAX_PLAYLIST_BYTES: usize = 1024 * 1024;
@@ -62,8 +62,9 @@ pub struct MediaStream {
     pub reader: ChannelReader,
     /// Set when the download failed (read it when the decoder reports a failure or a short end).
     pub failure: Arc<Mutex<Option<MediaFailure>>>,
-    /// Each new ICY metadata set (title, url), for the decode thread to pass on.
-    pub tags: std::sync::mpsc::Receiver<StreamTags>,
+    /// Each new ICY metadata set (title, url) with its position in the audio bytes, for the
+    /// decode thread to pass on.
+    pub tags: std::sync::mpsc::Receiver<SideTags>,
 }
 
 /// The blocking side of the download channel.
@@ -128,6 +129,7 @@ impl MediaFetcher {
             let sink = Sink {
                 audio: tx,
                 tags: tags_tx,
+                audio_bytes: std::sync::atomic::AtomicU64::new(0),
             };
             if let Err(f) = download(&client, url, &sink).await {
                 tracing::warn!(failure = ?f, "media download failed");
@@ -155,7 +157,9 @@ fn classify(e: &reqwest::Error) -> MediaFailure {
 /// Where a download goes: audio bytes to the decoder, ICY tags beside them.
 struct Sink {
     audio: mpsc::Sender<Bytes>,
-    tags: std::sync::mpsc::SyncSender<StreamTags>,
+    tags: std::sync::mpsc::SyncSender<SideTags>,
+    /// Audio bytes handed to the reader so far, over every playlist entry.
+    audio_bytes: std::sync::atomic::AtomicU64,
 }
 
 async fn get(client: &reqwest::Client, url: &Url) -> Result<reqwest::Response, MediaFailure> {
@@ -253,10 +257,15 @@ async fn pump(response: reqwest::Response, tx: &Sink) -> Result<(), MediaFailure
             Some(d) => {
                 let mut audio = Vec::with_capacity(chunk.len());
                 d.push(&chunk, &mut audio, &mut blocks);
-                for m in blocks.drain(..) {
+                let base = tx.audio_bytes.load(std::sync::atomic::Ordering::Relaxed);
+                for (at, m) in blocks.drain(..) {
                     // Servers repeat the current title in every block: report changes only.
                     if last.as_ref() != Some(&m) {
-                        if tx.tags.try_send(icy_tags(&m)).is_err() {
+                        let side = SideTags {
+                            at_byte: base + at as u64,
+                            tags: icy_tags(&m),
+                        };
+                        if tx.tags.try_send(side).is_err() {
                             tracing::debug!("ICY title dropped: decoder not polling");
                         }
                         last = Some(m);
@@ -269,6 +278,8 @@ async fn pump(response: reqwest::Response, tx: &Sink) -> Result<(), MediaFailure
         if chunk.is_empty() {
             continue;
         }
+        tx.audio_bytes
+            .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if tx.audio.send(chunk).await.is_err() {
             // The player stopped reading: the item was stopped or replaced.
             return Ok(());

@@ -60,8 +60,13 @@ impl IcyDeinterleaver {
     }
 
     /// Appends the audio bytes of `input` to `audio` and every metadata block completed by it
-    /// (empty blocks excepted) to `blocks`.
-    pub fn push(&mut self, mut input: &[u8], audio: &mut Vec<u8>, blocks: &mut Vec<IcyMetadata>) {
+    /// (empty blocks excepted) to `blocks`, each with `audio.len()` where it stood.
+    pub fn push(
+        &mut self,
+        mut input: &[u8],
+        audio: &mut Vec<u8>,
+        blocks: &mut Vec<(usize, IcyMetadata)>,
+    ) {
         while !input.is_empty() {
             match self.state {
                 State::Audio { left } => {
@@ -90,7 +95,7 @@ impl IcyDeinterleaver {
                     input = &input[n..];
                     if self.block.len() == len {
                         match parse_block(&self.block) {
-                            Some(m) => blocks.push(m),
+                            Some(m) => blocks.push((audio.len(), m)),
                             None => self.skipped_blocks += 1,
                         }
                         self.state = State::Audio { left: self.metaint };
@@ -200,6 +205,9 @@ mod tests {
                 d.push(&wire[split..second], &mut audio, &mut got);
                 d.push(&wire[second..], &mut audio, &mut got);
                 assert_eq!(audio, want_audio, "split at {split}/{second}");
+                let at: Vec<usize> = got.iter().map(|(a, _)| *a).collect();
+                assert_eq!(at, [40, 120, 200], "split at {split}/{second}");
+                let got: Vec<IcyMetadata> = got.into_iter().map(|(_, m)| m).collect();
                 assert_eq!(got, want, "split at {split}/{second}");
                 assert_eq!(d.skipped_blocks, 1);
             }
@@ -210,6 +218,7 @@ mod tests {
         for b in &wire {
             d.push(std::slice::from_ref(b), &mut audio, &mut got);
         }
+        let got: Vec<IcyMetadata> = got.into_iter().map(|(_, m)| m).collect();
         assert_eq!((audio, got), (want_audio, want));
     }
 
