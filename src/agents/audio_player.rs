@@ -527,3 +527,16 @@ impl AudioPlayer {
         (out, started)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_interval_report_is_the_next_multiple_after_the_start() {
+        assert_eq!(first_interval_ms(1000, 0), 1000);
+        assert_eq!(first_interval_ms(1000, 3000), 4000);
+        assert_eq!(first_interval_ms(1000, 3500), 4000);
+        assert_eq!(first_interval_ms(60_000, 15_000), 60_000);
+    }
+}
