@@ -302,3 +302,83 @@ fn id3_and_icy_metadata_are_extracted_and_icy_audio_is_intact() {
         },
     );
 }
+
+/// An ISO 8601 time `secs` whole seconds from now (alerts are scheduled to the second).
+fn in_seconds(secs: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock");
+    let at =
+        time::OffsetDateTime::from_unix_timestamp((now.as_secs() + secs) as i64).expect("time");
+    at.format(&time::format_description::well_known::Rfc3339)
+        .expect("format")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_by_an_alarm_and_resumed_an_offset_play_keeps_stream_time() {
+    let sim = sim("[[turn]]\nreject = true\n").await;
+    let dir = test_dir("ap-offset-pause");
+    let output = format!("wav:{}", dir.join("out.wav").display());
+    let mut c = config(&sim, &dir, "none", &output);
+    c.earcons = false;
+    c.content_under_dialog = avsd::config::ContentUnderDialog::Pause;
+    let device = start_device(c).await;
+    let url = sim
+        .admin
+        .put_media("music.mp3", music().into())
+        .expect("media");
+
+    push(
+        &sim,
+        "Play",
+        play("REPLACE_ALL", "p1", &url, 2000, json!({})),
+    )
+    .await;
+    wait_for(&sim, "PlaybackStarted", "p1").await;
+    let set = json!({"directive": {"header": {"namespace": "Alerts", "name": "SetAlert", "messageId": "a-1"},
+        "payload": {"token": "alarm-1", "type": "ALARM", "scheduledTime": in_seconds(2)}}});
+    sim.admin
+        .push(None, set.to_string())
+        .await
+        .expect("push SetAlert");
+    let paused = wait_for(&sim, "PlaybackPaused", "p1").await;
+    sim.recorder
+        .wait_for_event("Alerts.AlertStarted", Duration::from_secs(10))
+        .await
+        .expect("AlertStarted");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let delete = json!({"directive": {"header": {"namespace": "Alerts", "name": "DeleteAlert", "messageId": "a-2"},
+        "payload": {"token": "alarm-1"}}});
+    sim.admin
+        .push(None, delete.to_string())
+        .await
+        .expect("push DeleteAlert");
+    let resumed = wait_for(&sim, "PlaybackResumed", "p1").await;
+    let finished = wait_for(&sim, "PlaybackFinished", "p1").await;
+    device.stop().await;
+
+    let at = |r: &Record| offset_of(&r.event.as_ref().expect("event").payload);
+    let (p, r, f) = (at(&paused), at(&resumed), at(&finished));
+    eprintln!("paused at {p} ms, resumed at {r} ms, finished at {f} ms");
+    assert!(
+        (2500..7000).contains(&p),
+        "paused in stream time after a 2 s start: {p}"
+    );
+    assert!(
+        r >= p && r - p <= 200,
+        "resumed where it paused: {p} -> {r}"
+    );
+    assert!(
+        (7900..=8150).contains(&f),
+        "finished at the end of the 8 s track: {f}"
+    );
+    let events: Vec<String> = recorded(&sim, "AudioPlayer")
+        .into_iter()
+        .filter(|(_, t)| t == "p1")
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        !events.contains(&"PlaybackStopped".to_owned()),
+        "{events:?}"
+    );
+}
