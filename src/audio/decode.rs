@@ -397,8 +397,8 @@ where
                 }
                 side.push_back(t);
             }
-            // Released when the demuxer has read that far (it reads ahead of the packet it
-            // returns by at most its buffer), so a title is not reported seconds early.
+            // Released when the demuxer has read that far: early by its read-ahead buffer
+            // (< 64 KiB) and the source ring (1 s) at most, not by the whole download.
             while side.front().is_some_and(|t| t.at_byte <= at()) {
                 if let Some(t) = side.pop_front() {
                     on_tags(t.tags);
