@@ -88,6 +88,28 @@ impl Admin {
         self.shared.discovery.report(serial)
     }
 
+    /// Serves `bytes` at `/media/<name>` as an ICY radio stream: to a client sending
+    /// `Icy-MetaData: 1`, a metadata block after every `metaint` bytes (with `icy-metaint` in
+    /// the response), the `titles` spread evenly over them in order; to others, the plain bytes.
+    pub fn put_media_icy(
+        &self,
+        name: &str,
+        bytes: bytes::Bytes,
+        metaint: usize,
+        titles: &[&str],
+    ) -> Result<url::Url, url::ParseError> {
+        let url = self.shared.base_url.join(&format!("media/{name}"))?;
+        self.shared.put_media_item(
+            name.to_owned(),
+            crate::media::Media::Icy {
+                audio: bytes,
+                metaint: metaint.max(1),
+                titles: titles.iter().map(|t| (*t).to_owned()).collect(),
+            },
+        );
+        Ok(url)
+    }
+
     /// Serial numbers of the devices with an open downchannel.
     pub fn devices(&self) -> Vec<String> {
         self.shared.devices.serials()

@@ -17,10 +17,12 @@
 //! - `vad`: energy-based end-of-speech detection on streamed Recognize audio.
 //! - `skill`: hosting a real Alexa skill web service behind a turn.
 //! - `progressive`: the skill-side Progressive Response API (`POST /v1/directives`).
+//! - `media`: what `/media/` serves (plain files, ICY radio streams) and ID3v2 tag building.
 
 pub mod admin;
 pub mod gateway;
 pub mod lwa;
+pub mod media;
 pub mod progressive;
 pub mod recorder;
 pub mod router;
@@ -116,7 +118,7 @@ pub struct Shared {
     pub(crate) live: progressive::LiveRequests,
     pub(crate) state_dir: PathBuf,
     pub(crate) shutdown: CancellationToken,
-    media: Mutex<VecDeque<(String, Bytes)>>,
+    media: Mutex<VecDeque<(String, media::Media)>>,
     turns: AtomicUsize,
 }
 
@@ -128,20 +130,25 @@ impl Shared {
 
     /// Keeps `mp3` for `GET /media/<id>`; only the newest [`MEDIA_KEPT`] items stay.
     pub(crate) fn put_media(&self, id: String, mp3: Bytes) {
+        self.put_media_item(id, media::Media::Plain(mp3));
+    }
+
+    pub(crate) fn put_media_item(&self, id: String, item: media::Media) {
         let mut media = self.media.lock().unwrap_or_else(|p| p.into_inner());
-        media.push_back((id, mp3));
+        media.retain(|(i, _)| *i != id);
+        media.push_back((id, item));
         while media.len() > MEDIA_KEPT {
             media.pop_front();
         }
     }
 
-    pub(crate) fn media(&self, id: &str) -> Option<Bytes> {
+    pub(crate) fn media(&self, id: &str) -> Option<media::Media> {
         self.media
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .find(|(i, _)| i == id)
-            .map(|(_, mp3)| mp3.clone())
+            .map(|(_, m)| m.clone())
     }
 }
 

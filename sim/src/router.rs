@@ -18,6 +18,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct Reply {
     pub status: StatusCode,
     pub content_type: Option<&'static str>,
+    /// Extra response headers (e.g. `icy-metaint` on radio media).
+    pub headers: Vec<(&'static str, String)>,
     pub body: Bytes,
 }
 
@@ -26,6 +28,7 @@ impl Reply {
         Self {
             status,
             content_type: Some("application/json"),
+            headers: Vec::new(),
             body: Bytes::from(v.to_string()),
         }
     }
@@ -34,6 +37,7 @@ impl Reply {
         Self {
             status,
             content_type: None,
+            headers: Vec::new(),
             body: Bytes::new(),
         }
     }
@@ -63,12 +67,20 @@ pub async fn route(shared: &Arc<Shared>, parts: &http::request::Parts, body: Byt
             }
         }
         (&Method::GET, p) if p.starts_with("/media/") => {
+            let wants_icy = parts
+                .headers
+                .get("icy-metadata")
+                .is_some_and(|v| v.as_bytes() == b"1");
             match shared.media(&p["/media/".len()..]) {
-                Some(mp3) => Reply {
-                    status: StatusCode::OK,
-                    content_type: Some("audio/mpeg"),
-                    body: mp3,
-                },
+                Some(media) => {
+                    let (body, headers) = crate::media::response(&media, wants_icy);
+                    Reply {
+                        status: StatusCode::OK,
+                        content_type: Some("audio/mpeg"),
+                        headers,
+                        body,
+                    }
+                }
                 None => Reply::empty(StatusCode::NOT_FOUND),
             }
         }

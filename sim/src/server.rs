@@ -183,6 +183,9 @@ async fn handle_h1(
     if let Some(ct) = reply.content_type {
         builder = builder.header(http::header::CONTENT_TYPE, ct);
     }
+    for (name, value) in &reply.headers {
+        builder = builder.header(*name, value.as_str());
+    }
     builder
         .body(Full::new(reply.body))
         .unwrap_or_else(|_| http::Response::new(Full::new(Bytes::new())))

@@ -2,7 +2,9 @@
 //! REPLACE_ENQUEUED, expectedPreviousToken), `cid:` attachments and http(s) streams (playlists
 //! resolved by `media`), Stop, ClearQueue, and every playback event with the item's token and
 //! offset; PlaybackState in context. One PlaybackStarted/Finished pair per Play token, however
-//! many playlist entries it has.
+//! many playlist entries it has. A Play's `offsetInMilliseconds` is where the decoder starts, and
+//! every offset reported (events, context) is in stream time from there. Stream tags (ID3, ICY)
+//! become StreamMetadataExtracted, once per distinct set, never before PlaybackStarted.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -19,7 +21,9 @@ use serde_json::json;
 use url::Url;
 
 use super::AgentOutput;
-use crate::audio::{Channel, PlaybackHandle, PlaybackUpdate, Source, SourceId};
+use crate::audio::{
+    Channel, PlaybackHandle, PlaybackUpdate, Source, SourceId, StreamSource, StreamTags,
+};
 use crate::context::ContextBoard;
 use crate::focus::Focus;
 use crate::media::fetch::{MediaFailure, MediaFetcher};
@@ -37,12 +41,36 @@ struct Item {
     q: QueuedItem,
     source: SourceId,
     started: bool,
+    /// Where in the stream playback started (the Play's offset).
+    start: Duration,
+    /// Current position in stream time.
     offset: Duration,
     delay_sent: bool,
     next_interval_ms: Option<u64>,
     failure: Option<Arc<Mutex<Option<MediaFailure>>>>,
     stutter_since: Option<Instant>,
     paused: bool,
+    /// Tags found before PlaybackStarted, sent right after it.
+    pending_tags: Option<StreamTags>,
+    last_tags: Option<StreamTags>,
+}
+
+/// The first ProgressReportIntervalElapsed position after `start` (a multiple of the interval,
+/// strictly after the start, as the reference SDK's ProgressTimer does).
+fn first_interval_ms(interval_ms: u64, start_ms: u64) -> u64 {
+    interval_ms.saturating_mul(start_ms / interval_ms + 1)
+}
+
+/// StreamMetadataExtracted's `metadata` object.
+fn metadata_event(token: &str, tags: &StreamTags) -> AgentOutput {
+    let metadata: serde_json::Map<String, serde_json::Value> = tags
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    event(&ap::Event::StreamMetadataExtracted(ap::StreamMetadata {
+        token: token.to_owned(),
+        metadata: serde_json::Value::Object(metadata),
+    }))
 }
 
 /// `playerActivity` of PlaybackState.
@@ -209,20 +237,24 @@ impl AudioPlayer {
 
     fn start_next(&mut self, source: SourceId, out: &mut Vec<AgentOutput>) -> Option<Started> {
         let q = self.queue.pop_front()?;
-        if q.offset_ms > 0 {
-            tracing::warn!(token = %q.token, offset_ms = q.offset_ms, "starting offset not supported yet: playing from the start");
-        }
-        let (reader, failure): (Box<dyn std::io::Read + Send + Sync>, _) =
+        let start = Duration::from_millis(q.offset_ms);
+        type Reader = Box<dyn std::io::Read + Send + Sync>;
+        let (reader, failure, side_tags): (Reader, _, _) =
             if let Some(cid) = content_id_of_url(&q.url) {
                 (
                     Box::new(self.attachments.reader(&cid).into_blocking_read()),
+                    None,
                     None,
                 )
             } else {
                 match (Url::parse(&q.url), &self.fetcher) {
                     (Ok(url), Some(fetcher)) if matches!(url.scheme(), "http" | "https") => {
                         let stream = fetcher.open(url);
-                        (Box::new(stream.reader), Some(stream.failure))
+                        (
+                            Box::new(stream.reader),
+                            Some(stream.failure),
+                            Some(stream.tags),
+                        )
                     }
                     _ => {
                         out.push(self.failed_event(
@@ -234,24 +266,40 @@ impl AudioPlayer {
                     }
                 }
             };
-        let updates = self
-            .playback
-            .enqueue(Channel::Content, source, Source::Encoded(reader));
+        let updates = self.playback.enqueue(
+            Channel::Content,
+            source,
+            Source::Stream(StreamSource {
+                reader,
+                start,
+                side_tags,
+            }),
+        );
         let next_interval_ms = q
             .progress
             .as_ref()
             .and_then(|p| p.progress_report_interval_in_milliseconds)
-            .filter(|i| *i > 0);
+            .filter(|i| *i > 0)
+            .map(|i| first_interval_ms(i, q.offset_ms));
+        // A delay the start offset has already passed is never reported (reference SDK).
+        let delay_sent = q
+            .progress
+            .as_ref()
+            .and_then(|p| p.progress_report_delay_in_milliseconds)
+            .is_some_and(|d| d < q.offset_ms);
         self.current = Some(Item {
             q,
             source,
             started: false,
-            offset: Duration::ZERO,
-            delay_sent: false,
+            start,
+            offset: start,
+            delay_sent,
             next_interval_ms,
             failure,
             stutter_since: None,
             paused: false,
+            pending_tags: None,
+            last_tags: None,
         });
         out.push(AgentOutput::AcquireFocus(Channel::Content));
         Some(Started { source, updates })
@@ -349,13 +397,27 @@ impl AudioPlayer {
                 self.activity = Activity::Playing;
                 let to = TokenOffset {
                     token: c.q.token.clone(),
-                    offset_in_milliseconds: 0,
+                    offset_in_milliseconds: ms(c.start),
                 };
                 out.push(event(&ap::Event::PlaybackStarted(to.clone())));
                 // Downloads are progressive: the device is ready for the next item at once.
                 out.push(event(&ap::Event::PlaybackNearlyFinished(to)));
+                if let Some(tags) = c.pending_tags.take() {
+                    out.push(metadata_event(&c.q.token, &tags));
+                    c.last_tags = Some(tags);
+                }
+            }
+            PlaybackUpdate::Metadata { tags } => {
+                let new = !tags.is_empty() && c.last_tags.as_ref() != Some(&tags);
+                if new && c.started {
+                    out.push(metadata_event(&c.q.token, &tags));
+                    c.last_tags = Some(tags);
+                } else if new {
+                    c.pending_tags = Some(tags);
+                }
             }
             PlaybackUpdate::Progress { offset } => {
+                let offset = c.start + offset;
                 c.offset = offset;
                 let pos = ms(offset);
                 let token = c.q.token.clone();
@@ -407,6 +469,7 @@ impl AudioPlayer {
                 )));
             }
             PlaybackUpdate::Finished { offset } => {
+                let offset = c.start + offset;
                 c.offset = offset;
                 let failure = c
                     .failure
@@ -426,6 +489,7 @@ impl AudioPlayer {
                 ended = true;
             }
             PlaybackUpdate::Stopped { offset } => {
+                let offset = c.start + offset;
                 c.offset = offset;
                 self.activity = Activity::Stopped;
                 if c.started {
@@ -466,5 +530,18 @@ impl AudioPlayer {
         }
         self.publish();
         (out, started)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_interval_report_is_the_next_multiple_after_the_start() {
+        assert_eq!(first_interval_ms(1000, 0), 1000);
+        assert_eq!(first_interval_ms(1000, 3000), 4000);
+        assert_eq!(first_interval_ms(1000, 3500), 4000);
+        assert_eq!(first_interval_ms(60_000, 15_000), 60_000);
     }
 }

@@ -276,7 +276,9 @@ impl SpeechSynthesizer {
                     self.announce(0, &mut out);
                 }
             }
-            PlaybackUpdate::StutterStarted | PlaybackUpdate::StutterFinished { .. } => {}
+            PlaybackUpdate::StutterStarted
+            | PlaybackUpdate::StutterFinished { .. }
+            | PlaybackUpdate::Metadata { .. } => {}
         }
         let ended = out.iter().any(|o| {
             matches!(

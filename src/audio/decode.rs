@@ -2,6 +2,10 @@
 //! or MP4, FLAC, Vorbis, WAV), producing PCM before the stream ends. Corrupt packets are skipped
 //! and counted; what cannot be recovered becomes a `DecodeError` saying what and where. Also the
 //! per-source thread body that turns any `Source` into device-rate frames in the source's ring.
+//! AudioPlayer streams may start at an offset: packets before it are demuxed and dropped by
+//! timestamp (never decoded), the last two are decoded only to prime the decoder, and the packet
+//! holding the start is trimmed to the exact frame. Stream tags (ID3v2 from the demuxer, ICY
+//! from the fetcher) go out as `PlaybackUpdate::Metadata` on the source's update channel.
 //! It never runs in a device callback and never panics on bad input.
 
 use std::io::Read;
@@ -11,13 +15,17 @@ use std::time::Duration;
 
 use symphonia::core::codecs::audio::AudioDecoderOptions;
 use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::FormatReader;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, TrackType};
 use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions, ReadOnlySource};
-use symphonia::core::meta::MetadataOptions;
+use symphonia::core::meta::{MetadataOptions, MetadataRevision, RawValue, StandardTag};
+use symphonia::core::packet::Packet;
+use symphonia::core::units::TimeBase;
+use tokio::sync::mpsc;
 
 use super::resample::StreamResampler;
-use super::{Counters, Source, earcons};
+use super::{Counters, PlaybackUpdate, SideTags, Source, StreamSource, StreamTags, earcons};
 
 /// symphonia requires a power of two > 32 KiB.
 const MSS_BUFFER_BYTES: usize = 64 * 1024;
@@ -25,6 +33,18 @@ const MSS_BUFFER_BYTES: usize = 64 * 1024;
 const MAX_CONSECUTIVE_CORRUPT: u32 = 32;
 /// Per-source ring: how far a decoder may run ahead of the mixer (decode-ahead for gapless).
 pub(crate) const SOURCE_RING: Duration = Duration::from_millis(1000);
+/// Packets before the start packet that are decoded (output thrown away) when starting at an
+/// offset: they refill the MP3 bit reservoir (main_data_begin reaches up to 511 bytes back) and
+/// the IMDCT overlap, so the first frame heard is whole rather than a click.
+pub(crate) const PRIME_PACKETS: usize = 2;
+/// Tags kept per metadata set, and bytes per value: enough for any real title, bounded for a
+/// hostile stream.
+const MAX_TAGS: usize = 16;
+const MAX_TAG_VALUE_BYTES: usize = 512;
+/// Side tags waiting for the demuxer to reach their position; the oldest go first.
+const MAX_PENDING_SIDE_TAGS: usize = 16;
+/// Update slots left free for the terminal updates the mixer sends (Metadata is droppable).
+const METADATA_RESERVED_SLOTS: usize = 8;
 
 /// Why a stream could not be decoded (to the end).
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +94,153 @@ pub struct DecodeSummary {
     pub channels: usize,
     pub corrupt_packets: u64,
     pub bytes: u64,
+    /// Packets dropped undecoded because they lay before the start position.
+    pub skipped_packets: u64,
+}
+
+/// What to do with one demuxed packet when playback starts at a position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SkipAction {
+    /// Wholly before the start: keep it undecoded as a possible primer (only the last
+    /// [`PRIME_PACKETS`] are kept; older ones are dropped).
+    Hold,
+    /// The start lies in this packet (or before it): decode the primers and throw their output
+    /// away, then decode this one and drop its first `trim` time-base units.
+    Start { trim: u64 },
+    /// At or after the start: decode and play.
+    Play,
+}
+
+/// Finds the packet holding the start position from packet timestamps alone. Pure: the caller
+/// feeds it each packet's presented start (`pts + trim_start`) and presented duration (`dur`),
+/// in the track's time base.
+#[derive(Debug)]
+pub(crate) struct StartSkipper {
+    target: i64,
+    started: bool,
+}
+
+impl StartSkipper {
+    pub(crate) fn new(target: i64) -> Self {
+        Self {
+            target,
+            started: target <= 0,
+        }
+    }
+
+    pub(crate) fn on_packet(&mut self, start: i64, dur: u64) -> SkipAction {
+        if self.started {
+            return SkipAction::Play;
+        }
+        let end = start.saturating_add(i64::try_from(dur).unwrap_or(i64::MAX));
+        if end <= self.target {
+            return SkipAction::Hold;
+        }
+        self.started = true;
+        SkipAction::Start {
+            trim: u64::try_from(self.target.saturating_sub(start)).unwrap_or(0),
+        }
+    }
+}
+
+/// `t` in `tb` units, rounded down.
+fn timestamp_of(tb: TimeBase, t: Duration) -> i64 {
+    let units = t.as_secs_f64() * f64::from(tb.denom.get()) / f64::from(tb.numer.get());
+    units.floor() as i64
+}
+
+/// `units` of `tb` as frames at `rate`, rounded to the nearest frame.
+fn frames_of(tb: TimeBase, units: u64, rate: u32) -> u64 {
+    let secs = units as f64 * f64::from(tb.numer.get()) / f64::from(tb.denom.get());
+    (secs * f64::from(rate)).round() as u64
+}
+
+/// How a stream is decoded beyond the plain case.
+#[derive(Default)]
+pub struct StreamOptions {
+    /// Start position; `Duration::ZERO` plays from the beginning.
+    pub start: Duration,
+    /// Tags found outside the demuxer (ICY), polled between packets and passed on once the
+    /// demuxer has read up to their byte position.
+    pub side_tags: Option<std::sync::mpsc::Receiver<SideTags>>,
+}
+
+fn tag_value(v: &RawValue) -> Option<String> {
+    match v {
+        RawValue::String(s) => Some(s.as_str().to_owned()),
+        RawValue::StringList(l) => Some(l.join(", ")),
+        RawValue::UnsignedInt(n) => Some(n.to_string()),
+        RawValue::SignedInt(n) => Some(n.to_string()),
+        RawValue::Float(f) => Some(f.to_string()),
+        RawValue::Boolean(b) => Some(b.to_string()),
+        // Pictures and other binary frames are never sent (the SDK filters them too).
+        _ => None,
+    }
+}
+
+/// The tag keys we report: GStreamer's tag names, which the reference SDK forwards as is.
+fn std_key(tag: &StandardTag) -> Option<&'static str> {
+    Some(match tag {
+        StandardTag::TrackTitle(_) => "title",
+        StandardTag::Artist(_) => "artist",
+        StandardTag::Album(_) => "album",
+        StandardTag::AlbumArtist(_) => "album-artist",
+        StandardTag::Genre(_) => "genre",
+        StandardTag::Comment(_) => "comment",
+        StandardTag::Composer(_) => "composer",
+        StandardTag::TrackNumber(_) => "track-number",
+        StandardTag::RecordingDate(_) | StandardTag::ReleaseDate(_) => "date",
+        StandardTag::RecordingYear(_) | StandardTag::ReleaseYear(_) => "date",
+        StandardTag::Label(_) => "organization",
+        StandardTag::Copyright(_) => "copyright",
+        StandardTag::Url(_) | StandardTag::UrlOfficial(_) => "homepage",
+        _ => return None,
+    })
+}
+
+/// The known tags of a metadata revision, bounded in count and length.
+pub(crate) fn tags_of(rev: &MetadataRevision) -> StreamTags {
+    let mut out: StreamTags = Vec::new();
+    let all = rev
+        .media
+        .tags
+        .iter()
+        .chain(rev.per_track.iter().flat_map(|t| t.metadata.tags.iter()));
+    for tag in all {
+        let Some(key) = tag.std.as_ref().and_then(std_key) else {
+            continue;
+        };
+        let Some(value) = tag_value(&tag.raw.value) else {
+            continue;
+        };
+        if out.iter().any(|(k, _)| k == key) || out.len() >= MAX_TAGS {
+            continue;
+        }
+        out.push((key.to_owned(), truncate(value.trim(), MAX_TAG_VALUE_BYTES)));
+    }
+    out
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// New tags from the demuxer's metadata log, if a revision arrived since the last look.
+fn new_demuxer_tags(format: &mut dyn FormatReader, first: &mut bool) -> Option<StreamTags> {
+    let mut meta = format.metadata();
+    let rev = if std::mem::take(first) {
+        meta.skip_to_latest()
+    } else {
+        meta.pop()?;
+        meta.skip_to_latest()
+    }?;
+    let tags = tags_of(rev);
+    (!tags.is_empty()).then_some(tags)
 }
 
 struct CountingReader<R> {
@@ -94,11 +261,28 @@ impl<R: Read> Read for CountingReader<R> {
 pub fn decode_stream<R, F>(
     reader: R,
     counters: Option<&Counters>,
-    mut on_pcm: F,
+    on_pcm: F,
 ) -> Result<DecodeSummary, DecodeError>
 where
     R: Read + Send + Sync + 'static,
     F: FnMut(&[f32], u32, usize) -> Result<(), DecodeError>,
+{
+    decode_stream_with(reader, counters, StreamOptions::default(), on_pcm, |_| {})
+}
+
+/// [`decode_stream`] from `opts.start`, calling `on_tags` with each new set of stream tags.
+/// A start past the end of the stream plays nothing and is not an error.
+pub fn decode_stream_with<R, F, T>(
+    reader: R,
+    counters: Option<&Counters>,
+    opts: StreamOptions,
+    mut on_pcm: F,
+    mut on_tags: T,
+) -> Result<DecodeSummary, DecodeError>
+where
+    R: Read + Send + Sync + 'static,
+    F: FnMut(&[f32], u32, usize) -> Result<(), DecodeError>,
+    T: FnMut(StreamTags),
 {
     let count = Arc::new(AtomicU64::new(0));
     let src = ReadOnlySource::new(CountingReader {
@@ -140,6 +324,20 @@ where
             source,
         })?;
     let codec = decoder.codec_info().short_name;
+    let time_base = track.time_base;
+    let codec_rate = params.sample_rate.unwrap_or(0);
+    // Without a time base the start is found by counting decoded frames instead.
+    let mut skipper = time_base.map(|tb| StartSkipper::new(timestamp_of(tb, opts.start)));
+    let mut discard_frames = match time_base {
+        Some(_) => 0,
+        None => (opts.start.as_secs_f64() * f64::from(codec_rate)).round() as u64,
+    };
+    let mut primers: std::collections::VecDeque<Packet> = std::collections::VecDeque::new();
+    let mut side: std::collections::VecDeque<SideTags> = std::collections::VecDeque::new();
+    let mut first_meta = true;
+    if let Some(tags) = new_demuxer_tags(format.as_mut(), &mut first_meta) {
+        on_tags(tags);
+    }
 
     let mut summary = DecodeSummary::default();
     let mut consecutive = 0u32;
@@ -192,8 +390,53 @@ where
                 });
             }
         };
+        if let Some(rx) = &opts.side_tags {
+            while let Ok(t) = rx.try_recv() {
+                if side.len() == MAX_PENDING_SIDE_TAGS {
+                    side.pop_front();
+                }
+                side.push_back(t);
+            }
+            // Released when the demuxer has read that far: early by its read-ahead buffer
+            // (< 64 KiB) and the source ring (1 s) at most, not by the whole download.
+            while side.front().is_some_and(|t| t.at_byte <= at()) {
+                if let Some(t) = side.pop_front() {
+                    on_tags(t.tags);
+                }
+            }
+        }
+        if !format.metadata().is_latest()
+            && let Some(tags) = new_demuxer_tags(format.as_mut(), &mut first_meta)
+        {
+            on_tags(tags);
+        }
         if packet.track_id != track_id {
             continue;
+        }
+        if let (Some(skip), Some(tb)) = (skipper.as_mut(), time_base) {
+            let start = packet
+                .pts
+                .get()
+                .saturating_add(i64::try_from(packet.trim_start.get()).unwrap_or(i64::MAX));
+            match skip.on_packet(start, packet.dur.get()) {
+                SkipAction::Hold => {
+                    summary.skipped_packets += 1;
+                    primers.push_back(packet);
+                    if primers.len() > PRIME_PACKETS {
+                        primers.pop_front();
+                    }
+                    continue;
+                }
+                SkipAction::Start { trim } => {
+                    for p in primers.drain(..) {
+                        // Output and errors are both thrown away: a primer only sets state.
+                        let _ = decoder.decode(&p);
+                    }
+                    discard_frames = frames_of(tb, trim, codec_rate);
+                    skipper = None;
+                }
+                SkipAction::Play => skipper = None,
+            }
         }
         match decoder.decode(&packet) {
             Ok(buf) => {
@@ -206,10 +449,15 @@ where
                 let channels = buf.spec().channels().count().max(1);
                 samples.resize(buf.samples_interleaved(), 0.0);
                 buf.copy_to_slice_interleaved(&mut samples[..]);
-                summary.frames += frames as u64;
+                let drop = (discard_frames.min(frames as u64)) as usize;
+                discard_frames -= drop as u64;
+                if drop == frames {
+                    continue;
+                }
+                summary.frames += (frames - drop) as u64;
                 summary.rate = rate;
                 summary.channels = channels;
-                on_pcm(&samples, rate, channels)?;
+                on_pcm(&samples[drop * channels..], rate, channels)?;
             }
             Err(SymError::DecodeError(msg)) => {
                 corrupt(
@@ -251,6 +499,10 @@ where
         }
     }
     summary.bytes = at();
+    if summary.frames == 0 && !opts.start.is_zero() && summary.skipped_packets > 0 {
+        // The start lies past the end: nothing to play, like a seek to the end.
+        return Ok(summary);
+    }
     if summary.frames == 0 {
         if summary.corrupt_packets > 0 {
             return Err(DecodeError::Corrupt {
@@ -402,8 +654,35 @@ impl SourceSink {
     }
 }
 
+/// Sends a set of tags unless it repeats the last one or the channel is nearly full.
+fn send_tags(
+    updates: &mpsc::WeakSender<PlaybackUpdate>,
+    last: &mut Option<StreamTags>,
+    tags: StreamTags,
+) {
+    if last.as_ref() == Some(&tags) {
+        return;
+    }
+    // Weak: a decoder stuck on a stalled download must not keep the update channel open.
+    let Some(updates) = updates.upgrade() else {
+        return;
+    };
+    if updates.capacity() <= METADATA_RESERVED_SLOTS {
+        tracing::debug!(?tags, "stream metadata dropped: updates not read");
+        return;
+    }
+    *last = Some(tags.clone());
+    let _ = updates.try_send(PlaybackUpdate::Metadata { tags });
+}
+
 /// The body of a source's thread: decode (or copy) the source into its ring, then mark it done.
-pub(crate) fn run_source(source: Source, mut sink: SourceSink, counters: Arc<Counters>) {
+/// `updates` carries the stream's tags (the mixer sends every other update).
+pub(crate) fn run_source(
+    source: Source,
+    mut sink: SourceSink,
+    counters: Arc<Counters>,
+    updates: mpsc::WeakSender<PlaybackUpdate>,
+) {
     let result = match source {
         Source::Pcm { samples, rate } => {
             let mut res = Ok(());
@@ -428,6 +707,25 @@ pub(crate) fn run_source(source: Source, mut sink: SourceSink, counters: Arc<Cou
             sink.push(pcm, rate, ch)
         })
         .map(|_| ()),
+        Source::Stream(StreamSource {
+            reader,
+            start,
+            side_tags,
+        }) => {
+            let mut last = None;
+            decode_stream_with(
+                reader,
+                Some(&counters),
+                StreamOptions { start, side_tags },
+                |pcm, rate, ch| sink.push(pcm, rate, ch),
+                |tags| send_tags(&updates, &mut last, tags),
+            )
+            .map(|summary| {
+                if summary.frames == 0 {
+                    tracing::info!(?start, "start position is past the end of the stream");
+                }
+            })
+        }
     };
     let failure = match result {
         Ok(()) | Err(DecodeError::Cancelled) => None,
@@ -536,5 +834,116 @@ mod tests {
     #[test]
     fn empty_input_is_an_error() {
         assert!(decode_stream(std::io::Cursor::new(Vec::new()), None, |_, _, _| Ok(())).is_err());
+    }
+    #[test]
+    fn skipper_holds_packets_before_the_start_and_trims_the_one_holding_it() {
+        // MP3 at 1/rate: a first packet that is mostly encoder delay, then 1152-frame packets.
+        let mut packets = vec![(0i64, 47u64)];
+        for k in 0..10 {
+            packets.push((47 + k * 1152, 1152));
+        }
+        let target = 3000;
+        let mut s = StartSkipper::new(target);
+        let actions: Vec<SkipAction> = packets.iter().map(|(p, d)| s.on_packet(*p, *d)).collect();
+        // Packets ending at 47, 1199, 2351 lie before 3000; 2351..3503 holds it.
+        assert_eq!(
+            actions[..5],
+            [
+                SkipAction::Hold,
+                SkipAction::Hold,
+                SkipAction::Hold,
+                SkipAction::Start { trim: 3000 - 2351 },
+                SkipAction::Play
+            ]
+        );
+        assert!(actions[5..].iter().all(|a| *a == SkipAction::Play));
+        // A start on a packet boundary trims nothing; zero plays everything.
+        let mut s = StartSkipper::new(1199);
+        assert_eq!(s.on_packet(47, 1152), SkipAction::Hold);
+        assert_eq!(s.on_packet(1199, 1152), SkipAction::Start { trim: 0 });
+        let mut s = StartSkipper::new(0);
+        assert_eq!(s.on_packet(-1105, 1152), SkipAction::Play);
+    }
+
+    fn decode_all(bytes: Vec<u8>, start: Duration) -> (Vec<f32>, DecodeSummary, Vec<StreamTags>) {
+        let mut pcm = Vec::new();
+        let mut tags = Vec::new();
+        let s = decode_stream_with(
+            std::io::Cursor::new(bytes),
+            None,
+            StreamOptions {
+                start,
+                side_tags: None,
+            },
+            |p, _, _| {
+                pcm.extend_from_slice(p);
+                Ok(())
+            },
+            |t| tags.push(t),
+        )
+        .unwrap();
+        (pcm, s, tags)
+    }
+
+    fn fixture_bytes(name: &str) -> Vec<u8> {
+        let mut v = Vec::new();
+        fixture(name).read_to_end(&mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn start_offset_plays_exactly_the_rest_without_decoding_the_skipped_part() {
+        let mp3 = fixture_bytes("audio_music_44k_stereo.mp3");
+        let (full, whole, _) = decode_all(mp3.clone(), Duration::ZERO);
+        let (from3, s, _) = decode_all(mp3, Duration::from_millis(3000));
+        let skip = 3 * 44_100;
+        assert_eq!(s.frames, whole.frames - skip as u64);
+        // Whole packets before the start were dropped, not decoded.
+        assert!(s.skipped_packets >= 3 * 44_100 / 1152 - 1, "{s:?}");
+        let want = &full[skip * 2..];
+        assert_eq!(from3.len(), want.len());
+        // Primed decoder: the very first frames already match the full decode.
+        let worst = from3
+            .iter()
+            .zip(want)
+            .take(2 * 1152 * 2)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-3, "first frames differ by {worst}");
+    }
+
+    #[test]
+    fn start_past_the_end_plays_nothing_and_is_not_an_error() {
+        let mp3 = fixture_bytes("audio_speech_24k_mono.mp3");
+        let (pcm, s, _) = decode_all(mp3, Duration::from_secs(60));
+        assert!(pcm.is_empty());
+        assert_eq!(s.frames, 0);
+        assert!(s.skipped_packets > 100, "{s:?}");
+    }
+
+    #[test]
+    fn id3v2_tags_are_reported_once_before_the_audio() {
+        let mp3 = fixture_bytes("audio_speech_24k_mono.mp3");
+        let tagged = avs_sim::media::with_id3v2(
+            &mp3,
+            &[
+                ("TIT2", "Morning Song"),
+                ("TPE1", "The Testers"),
+                ("TALB", "Fixtures"),
+            ],
+        );
+        let (pcm, s, tags) = decode_all(tagged.to_vec(), Duration::ZERO);
+        assert!(!pcm.is_empty());
+        assert_eq!(s.corrupt_packets, 0);
+        assert_eq!(tags.len(), 1, "{tags:?}");
+        let get = |k: &str| {
+            tags[0]
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("title"), Some("Morning Song"));
+        assert_eq!(get("artist"), Some("The Testers"));
+        assert_eq!(get("album"), Some("Fixtures"));
     }
 }

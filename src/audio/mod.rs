@@ -171,12 +171,36 @@ pub enum Source {
         samples: Arc<[i16]>,
         rate: u32,
     },
+    /// An AudioPlayer stream: encoded bytes played from a start position, with its tags.
+    Stream(StreamSource),
+}
+
+/// A stream's metadata as key/value pairs (ID3 frames, ICY fields), in the order found.
+pub type StreamTags = Vec<(String, String)>;
+
+/// Encoded bytes (like [`Source::Encoded`]) played from `start`, reporting the stream's tags as
+/// [`PlaybackUpdate::Metadata`].
+pub struct StreamSource {
+    pub reader: Box<dyn std::io::Read + Send + Sync>,
+    /// Stream position to start at: packets before it are demuxed and dropped, not decoded.
+    pub start: Duration,
+    /// Tags found outside the decoder's view (ICY metadata stripped from an HTTP stream),
+    /// polled by the decode thread.
+    pub side_tags: Option<std::sync::mpsc::Receiver<SideTags>>,
+}
+
+/// Tags that hold from byte `at_byte` of what the stream's reader yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SideTags {
+    pub at_byte: u64,
+    pub tags: StreamTags,
 }
 
 impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::Encoded(_) => f.write_str("Source::Encoded(..)"),
+            Source::Stream(s) => write!(f, "Source::Stream(.. from {:?})", s.start),
             Source::Earcon(e) => write!(f, "Source::Earcon({e:?})"),
             Source::Pcm { samples, rate } => {
                 write!(f, "Source::Pcm {{ {} samples @ {rate} Hz }}", samples.len())
@@ -224,6 +248,11 @@ pub enum PlaybackUpdate {
     StutterStarted,
     StutterFinished {
         stutter: Duration,
+    },
+    /// The stream's tags (ID3 at its start, each new ICY block): sent by the decode thread when
+    /// found, so possibly before `Started`; dropped rather than crowding out the updates above.
+    Metadata {
+        tags: StreamTags,
     },
 }
 

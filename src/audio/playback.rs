@@ -101,9 +101,10 @@ impl PlaybackHandle {
         let shared = Arc::new(SourceShared::default());
         let sink = SourceSink::new(producer, shared.clone(), self.rate, self.channels);
         let counters = self.counters.clone();
+        let tags_tx = tx.downgrade();
         let spawned = std::thread::Builder::new()
             .name(format!("avsd-decode-{}", id.0))
-            .spawn(move || decode::run_source(source, sink, counters));
+            .spawn(move || decode::run_source(source, sink, counters, tags_tx));
         if let Err(e) = spawned {
             let _ = tx.try_send(PlaybackUpdate::Failed {
                 error: format!("cannot start a decoder thread: {e}"),

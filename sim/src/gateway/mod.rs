@@ -193,9 +193,23 @@ pub async fn respond_bytes(
     content_type: Option<&str>,
     body: Bytes,
 ) {
+    respond_with_headers(respond, status, content_type, &[], body).await;
+}
+
+/// [`respond_bytes`] with extra response headers.
+pub async fn respond_with_headers(
+    respond: &mut SendResponse<Bytes>,
+    status: StatusCode,
+    content_type: Option<&str>,
+    headers: &[(&'static str, String)],
+    body: Bytes,
+) {
     let mut builder = Response::builder().status(status);
     if let Some(ct) = content_type {
         builder = builder.header(http::header::CONTENT_TYPE, ct);
+    }
+    for (name, value) in headers {
+        builder = builder.header(*name, value.as_str());
     }
     builder = builder.header("x-amzn-requestid", avs_proto::new_message_id());
     let Ok(response) = builder.body(()) else {
@@ -294,7 +308,14 @@ pub async fn handle_stream(
                 return;
             };
             let reply = crate::router::route(&shared, &parts, body).await;
-            respond_bytes(&mut respond, reply.status, reply.content_type, reply.body).await;
+            respond_with_headers(
+                &mut respond,
+                reply.status,
+                reply.content_type,
+                &reply.headers,
+                reply.body,
+            )
+            .await;
         }
     }
 }
