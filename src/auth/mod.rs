@@ -211,8 +211,20 @@ pub fn has_tokens(state_dir: &Path) -> bool {
 }
 
 /// Forgets the tokens.
+/// Removes the tokens and the account's unsent events, so a different account logged in later
+/// never receives the previous account's events.
 pub fn logout(state_dir: &Path) -> Result<(), AuthError> {
     token_store::remove(state_dir)?;
+    let outbox = state_dir.join(crate::transport::outbox::store::OUTBOX_FILE);
+    match std::fs::remove_file(&outbox) {
+        Ok(()) => {
+            tracing::info!(path = %outbox.display(), "unsent events of the old account removed")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %outbox.display(), error = %e, "could not remove unsent events")
+        }
+    }
     Ok(())
 }
 
@@ -522,5 +534,24 @@ mod tests {
         assert!(!format!("{t:?}").contains("secret"));
         assert!(!format!("{t}").contains("secret"));
         assert_eq!(t.bearer(), "Bearer Atza|very-secret");
+    }
+
+    #[test]
+    fn logout_removes_tokens_and_unsent_events_but_not_other_state() {
+        let dir = std::env::temp_dir().join(format!("avsd-logout-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tokens = dir.join(token_store::TOKEN_FILE);
+        let outbox = dir.join(crate::transport::outbox::store::OUTBOX_FILE);
+        let volume = dir.join("speaker.json");
+        for f in [&tokens, &outbox, &volume] {
+            std::fs::write(f, b"{}").unwrap();
+        }
+        logout(&dir).unwrap();
+        assert!(!tokens.exists());
+        assert!(!outbox.exists());
+        assert!(volume.exists());
+        // Nothing to remove is not an error.
+        logout(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
