@@ -1,5 +1,6 @@
 //! Multi-turn: ExpectSpeech reopens the microphone after the question has been spoken, as a new
-//! Recognize with a fresh dialogRequestId and the ExpectSpeech's initiator (none here).
+//! Recognize with a fresh dialogRequestId and the ExpectSpeech's initiator (none here), which
+//! reaches the cloud after the question's SpeechFinished.
 
 // Test harness code outside #[test] functions: a failed expect is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -73,4 +74,14 @@ async fn expect_speech_opens_a_new_recognize_after_the_question() {
         Duration::from_secs(5),
     )
     .await;
+    // The cloud must learn that the question was spoken before the answer arrives: the
+    // Recognize waits for the events queued before it.
+    let finished = sim.recorder.events("SpeechSynthesizer.SpeechFinished");
+    let recognizes = sim.recorder.events("SpeechRecognizer.Recognize");
+    assert!(
+        finished[0].seq < recognizes[1].seq,
+        "SpeechFinished (record {}) must reach the cloud before the follow-up Recognize (record {})",
+        finished[0].seq,
+        recognizes[1].seq
+    );
 }

@@ -538,8 +538,12 @@ impl LinkTask {
                 }
                 Some(req) = recognize_rx.recv() => {
                     recognizing += 1;
-                    let (c, s) = (ctx.clone(), send.clone());
+                    let (c, s, outbox) = (ctx.clone(), send.clone(), self.outbox.clone());
                     tasks.spawn(async move {
+                        // The audio waits in the capture queue meanwhile (about 1 s of room).
+                        if !outbox.wait_sent(&req.after, RECOGNIZE_ORDER_WAIT).await {
+                            warn!("earlier events still unsent after {RECOGNIZE_ORDER_WAIT:?}; the Recognize goes first");
+                        }
                         events::recognize(c, s, req).await;
                         TaskEnd::RecognizeDone
                     });
@@ -571,6 +575,10 @@ impl LinkTask {
         end
     }
 }
+
+/// How long a Recognize waits for the events queued before it to be accepted, so the cloud sees
+/// them in the device's order (typically one round trip; the mic keeps about 1 s meanwhile).
+const RECOGNIZE_ORDER_WAIT: Duration = Duration::from_millis(500);
 
 /// How long the dialog must stay idle before a gateway move: attention passes through IDLE
 /// between a Recognize response's end and its speech starting.

@@ -215,6 +215,7 @@ pub(crate) async fn recognize(ctx: LinkCtx, send: SendRequest<Bytes>, req: Recog
         event,
         mut audio,
         outcome,
+        after: _,
     } = req;
     let mut token_rx = ctx.auth.access_token();
     let token = wait_for_token(&mut token_rx).await;

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 use avs_proto::Event;
 use bytes::Bytes;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::warn;
 
 /// How a response stream ended.
@@ -76,6 +76,9 @@ pub(crate) struct RecognizeRequest {
     pub event: Event,
     pub audio: mpsc::Receiver<Bytes>,
     pub outcome: OutcomeGuard,
+    /// Message ids of the events queued before it: the cloud must see them first (a question's
+    /// SpeechFinished before the answer's Recognize).
+    pub after: Vec<String>,
 }
 
 /// An event waiting to be sent, with the wall-clock time it was queued.
@@ -172,6 +175,8 @@ pub(crate) struct OutboxShared {
     revision: AtomicU64,
     /// Wakes the store's writer after a change.
     pub(crate) changed: Notify,
+    /// The revision, for any number of waiters (a Recognize waiting for earlier events).
+    revision_tx: watch::Sender<u64>,
 }
 
 /// Handle for sending events; cheap to clone.
@@ -189,6 +194,7 @@ impl Outbox {
                 session: Mutex::new(None),
                 revision: AtomicU64::new(0),
                 changed: Notify::new(),
+                revision_tx: watch::Sender::new(0),
             }),
         }
     }
@@ -202,8 +208,34 @@ impl Outbox {
 
     /// Call with the queue lock held, after changing the queue.
     fn bump(&self) {
-        self.shared.revision.fetch_add(1, Ordering::Relaxed);
+        let rev = self.shared.revision.fetch_add(1, Ordering::Relaxed) + 1;
         self.shared.changed.notify_one();
+        self.shared.revision_tx.send_replace(rev);
+    }
+
+    /// Returns once none of `ids` is queued any more (accepted by AVS, or dropped), or after
+    /// `limit`; `false` when the limit ran out.
+    pub(crate) async fn wait_sent(&self, ids: &[String], limit: std::time::Duration) -> bool {
+        if ids.is_empty() {
+            return true;
+        }
+        let mut rx = self.shared.revision_tx.subscribe();
+        let pending = |q: &EventQueue| {
+            q.iter()
+                .any(|e| ids.iter().any(|id| *id == e.event.header.message_id))
+        };
+        let wait = async {
+            loop {
+                rx.borrow_and_update();
+                if !pending(&self.lock()) {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
     }
 
     /// Queues an event; never blocks. Kept while offline (bounded, oldest dropped with a counted
@@ -238,11 +270,17 @@ impl Outbox {
         let Some(session) = session else {
             return Err(SendError::NotConnected);
         };
+        let after = self
+            .lock()
+            .iter()
+            .map(|e| e.event.header.message_id.clone())
+            .collect();
         let (outcome, response) = OutcomeGuard::new();
         match session.try_send(RecognizeRequest {
             event,
             audio,
             outcome,
+            after,
         }) {
             Ok(()) => Ok(RecognizeHandle { response }),
             Err(mpsc::error::TrySendError::Full(_)) => Err(SendError::Busy),
@@ -341,6 +379,46 @@ mod tests {
 
     fn at(s: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s)
+    }
+
+    #[tokio::test]
+    async fn a_recognize_waits_for_the_events_queued_before_it() {
+        let outbox = Outbox::new(8);
+        let (tx, mut rx) = mpsc::channel(1);
+        outbox.set_session(Some(tx));
+        outbox.send(ev(0));
+        outbox.send(ev(1));
+        let (_audio_tx, audio) = mpsc::channel(1);
+        let _handle = outbox.send_recognize(ev(2), audio).unwrap();
+        let req = rx.recv().await.unwrap();
+        assert_eq!(req.after.len(), 2, "both earlier events are waited for");
+
+        let limit = std::time::Duration::from_secs(30);
+        let waiter = {
+            let outbox = outbox.clone();
+            let after = req.after.clone();
+            tokio::spawn(async move { outbox.wait_sent(&after, limit).await })
+        };
+        // Only a delivery can release it before the (long) limit.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "two events still queued");
+        for id in &req.after[..1] {
+            outbox.delivered(id);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "one event still queued");
+        outbox.delivered(&req.after[1]);
+        assert!(waiter.await.unwrap(), "released once both were accepted");
+
+        // An event queued after the Recognize is not waited for, and the wait is bounded.
+        outbox.send(ev(3));
+        assert!(outbox.wait_sent(&req.after, limit).await);
+        let stuck = vec![outbox.front().unwrap().header.message_id];
+        let short = std::time::Duration::from_millis(10);
+        assert!(
+            !outbox.wait_sent(&stuck, short).await,
+            "gives up after the limit"
+        );
     }
 
     #[test]

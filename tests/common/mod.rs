@@ -175,10 +175,12 @@ pub fn recorded(sim: &TestSim, namespace: &str) -> Vec<(String, String)> {
 pub async fn wait_events(sim: &TestSim, qualified_name: &str, n: usize, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
+        // Read the position first: an event recorded between the check and the wait is then
+        // still waited for from before it, never missed.
+        let seen = sim.recorder.len();
         if sim.recorder.events(qualified_name).len() >= n {
             return;
         }
-        let seen = sim.recorder.len();
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero()
             || sim
