@@ -220,10 +220,7 @@ impl Outbox {
             return true;
         }
         let mut rx = self.shared.revision_tx.subscribe();
-        let pending = |q: &EventQueue| {
-            q.iter()
-                .any(|e| ids.iter().any(|id| *id == e.event.header.message_id))
-        };
+        let pending = |q: &EventQueue| q.iter().any(|e| ids.contains(&e.event.header.message_id));
         let wait = async {
             loop {
                 rx.borrow_and_update();
