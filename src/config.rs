@@ -418,6 +418,8 @@ impl Config {
                 input_rate: raw.audio.input_rate,
                 input_channels: raw.audio.input_channels,
                 capture_channel: raw.audio.capture_channel,
+                // No wake word engine yet, so nothing reads the pre-roll: mic on demand.
+                keep_mic_open: false,
             },
             content_under_dialog,
             duck_level,

@@ -273,6 +273,18 @@ pub(crate) struct SourceShared {
     pub(crate) failed: Mutex<Option<String>>,
     /// The mixer no longer wants this source (stopped, or the engine is shutting down).
     pub(crate) cancel: AtomicBool,
+    /// Set by the mixer when the source starts playing.
+    pub(crate) started: AtomicBool,
+    /// Woken with the first PCM (until the source has started) and at the end.
+    pub(crate) mixer: std::sync::OnceLock<super::mixer::MixerWaker>,
+}
+
+impl SourceShared {
+    fn wake_mixer(&self) {
+        if let Some(w) = self.mixer.get() {
+            w.wake();
+        }
+    }
 }
 
 /// Converts decoded PCM (any rate, any channels) into device frames in the source's ring.
@@ -383,6 +395,9 @@ impl SourceSink {
             }
             pos += n;
         }
+        if !out.is_empty() && !self.shared.started.load(Ordering::Relaxed) {
+            self.shared.wake_mixer();
+        }
         Ok(())
     }
 
@@ -399,6 +414,7 @@ impl SourceSink {
             *self.shared.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
         }
         self.shared.done.store(true, Ordering::Release);
+        self.shared.wake_mixer();
     }
 }
 

@@ -324,6 +324,8 @@ pub(crate) enum Backend {
     Thread {
         handle: JoinHandle<()>,
         stop: Arc<AtomicBool>,
+        /// The thread parks while this is set (see `wavdev::paced`).
+        paused: Arc<AtomicBool>,
     },
 }
 
@@ -336,15 +338,32 @@ impl Backend {
                 source,
                 available: device_ids(),
             }),
-            Backend::Thread { .. } => Ok(()),
+            Backend::Thread { handle, paused, .. } => {
+                paused.store(false, Ordering::SeqCst);
+                handle.thread().unpark();
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops the device's callbacks until `play`. Devices that cannot pause say so (cpal's
+    /// `UnsupportedOperation`); the caller then leaves them running.
+    pub(crate) fn pause(&self) -> Result<(), cpal::Error> {
+        match self {
+            Backend::Cpal(s) => s.pause(),
+            Backend::Thread { paused, .. } => {
+                paused.store(true, Ordering::SeqCst);
+                Ok(())
+            }
         }
     }
 
     pub(crate) fn close(self) {
         match self {
             Backend::Cpal(s) => drop(s),
-            Backend::Thread { handle, stop } => {
+            Backend::Thread { handle, stop, .. } => {
                 stop.store(true, Ordering::SeqCst);
+                handle.thread().unpark();
                 if handle.join().is_err() {
                     tracing::error!("a wav device thread panicked");
                 }
