@@ -599,6 +599,10 @@ impl Mixer {
         let consumed = self.counters.output_frames_consumed.load(Ordering::Relaxed);
         while self.markers.front().is_some_and(|m| m.at <= consumed) {
             if let Some(m) = self.markers.pop_front() {
+                if m.update == PlaybackUpdate::Started {
+                    // Benches time alerts and speech by this event (mixer thread, not callback).
+                    tracing::debug!(source = m.id.0, "first sample handed to the device");
+                }
                 send_update(&m.tx, m.update);
             }
         }
