@@ -418,8 +418,9 @@ impl Config {
                 input_rate: raw.audio.input_rate,
                 input_channels: raw.audio.input_channels,
                 capture_channel: raw.audio.capture_channel,
-                // No wake word engine yet, so nothing reads the pre-roll: mic on demand.
-                keep_mic_open: false,
+                // keep_mic_open stays off (no wake word engine reads the pre-roll yet); the
+                // output pauses after the engine's default idle time.
+                ..AudioConfig::default()
             },
             content_under_dialog,
             duck_level,

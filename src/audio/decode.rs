@@ -387,7 +387,8 @@ impl SourceSink {
             let n = (out.len() - pos).min(room);
             let n = n - n % self.dev_channels;
             if n == 0 {
-                std::thread::sleep(Duration::from_millis(5));
+                // The ring is full (a second ahead of the mixer): no hurry.
+                std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
             if let Ok(chunk) = self.producer.write_chunk_uninit(n) {

@@ -6,7 +6,7 @@
 //!
 //! Idle cost and first-sample latency: with nothing to play the mixer lets the output ring run
 //! dry (the callback then plays silence without counting an underrun), parks until a command or
-//! a decoder's first PCM wakes it, and pauses the output device after `OUTPUT_IDLE_PAUSE`. A
+//! a decoder's first PCM wakes it, and pauses the output device after a while (5 s default). A
 //! source that arrives on an idle output starts as soon as one period is decoded and goes
 //! straight into the empty ring, so its first sample reaches the device at the next callback.
 
@@ -32,7 +32,8 @@ const MAX_EXTRA_PERIODS: usize = 7;
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// Updates kept free in a source's channel for the ones that must not be dropped.
 const RESERVED_UPDATE_SLOTS: usize = 4;
-/// With nothing to play for this long the output device is paused (resumed on the next source).
+/// Default of `AudioConfig::output_idle_pause`: with nothing to play for this long the output
+/// device is paused (resumed on the next source).
 /// Long enough that a dialog's think time (end of speech → Speak, usually under 2 s) does not
 /// pause it, short enough that an idle speaker costs no device wakeups.
 pub const OUTPUT_IDLE_PAUSE: Duration = Duration::from_secs(5);
@@ -225,7 +226,7 @@ pub(crate) struct Mixer {
     mix: Vec<f32>,
     lane_gain: Vec<f32>,
     waker: MixerWaker,
-    /// The output device, paused after `OUTPUT_IDLE_PAUSE` of silence (None in unit tests).
+    /// The output device, paused after `pause_after` of silence (None in unit tests).
     output: Option<OutputDevice>,
     /// Since when nothing audible has been mixed (None while playing).
     idle_since: Option<Instant>,
@@ -235,6 +236,8 @@ pub(crate) struct Mixer {
 pub(crate) struct OutputDevice {
     pub(crate) backend: Backend,
     pub(crate) id: String,
+    /// After this long idle the device is paused; `None`: never.
+    pub(crate) pause_after: Option<Duration>,
     pub(crate) paused: bool,
     /// The device said it cannot pause: it keeps running (the callback plays silence).
     pub(crate) cannot_pause: bool,
@@ -302,10 +305,16 @@ impl Mixer {
 
     /// Hands the (already playing) output device to the mixer, which pauses it when idle and
     /// closes it when the engine stops.
-    pub(crate) fn set_output(&mut self, backend: Backend, id: String) {
+    pub(crate) fn set_output(
+        &mut self,
+        backend: Backend,
+        id: String,
+        pause_after: Option<Duration>,
+    ) {
         self.output = Some(OutputDevice {
             backend,
             id,
+            pause_after,
             paused: false,
             cannot_pause: false,
         });
@@ -347,9 +356,11 @@ impl Mixer {
 
     pub(crate) fn run(mut self) {
         self.waker.register_current();
-        let tick = Duration::from_secs_f64(
-            (self.period_frames as f64 / f64::from(self.rate) / 4.0).clamp(0.001, 0.005),
-        );
+        let period = self.period_frames as f64 / f64::from(self.rate);
+        // A source about to start is timed finely (its Started is a latency figure); steady
+        // playback only has to top the ring up well before it falls under `low_water`.
+        let fine_tick = Duration::from_secs_f64((period / 4.0).clamp(0.001, 0.005));
+        let tick = Duration::from_secs_f64((period / 2.0).clamp(0.001, 0.010));
         let mut underruns = LossReporter::new("output underrun frames");
         let mut stutters = LossReporter::new("stutters");
         loop {
@@ -365,6 +376,7 @@ impl Mixer {
             stutters.check(self.counters.stutters.load(Ordering::Relaxed));
             match self.idle_wait() {
                 // Playing, or updates still due: follow the device clock.
+                None if self.start_pending() => std::thread::park_timeout(fine_tick),
                 None => std::thread::park_timeout(tick),
                 Some(None) => std::thread::park(),
                 Some(Some(d)) => std::thread::park_timeout(d),
@@ -400,8 +412,15 @@ impl Mixer {
             return None;
         }
         match &self.output {
-            Some(o) if !o.paused && !o.cannot_pause => {
-                Some(Some(OUTPUT_IDLE_PAUSE.saturating_sub(since.elapsed())))
+            Some(OutputDevice {
+                pause_after: Some(after),
+                paused: false,
+                cannot_pause: false,
+                ..
+            }) => {
+                // At least a little: the ring may still be draining when the time is up.
+                let left = after.saturating_sub(since.elapsed());
+                Some(Some(left.max(Duration::from_millis(50))))
             }
             _ => Some(None),
         }
@@ -446,6 +465,12 @@ impl Mixer {
         ready
     }
 
+    fn start_pending(&self) -> bool {
+        self.markers
+            .iter()
+            .any(|m| m.update == PlaybackUpdate::Started)
+    }
+
     /// A playing source is waiting for data: keep checking (its decoder only wakes the mixer
     /// before the source has started).
     fn starved_playing(&self) -> bool {
@@ -455,10 +480,13 @@ impl Mixer {
     }
 
     fn pause_output_if_idle(&mut self) {
-        let Some(since) = self.idle_since else {
+        let (Some(since), Some(after)) = (
+            self.idle_since,
+            self.output.as_ref().and_then(|o| o.pause_after),
+        ) else {
             return;
         };
-        if since.elapsed() < OUTPUT_IDLE_PAUSE || !self.markers.is_empty() {
+        if since.elapsed() < after || !self.markers.is_empty() {
             return;
         }
         let consumed = self.counters.output_frames_consumed.load(Ordering::Relaxed);

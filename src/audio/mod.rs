@@ -63,6 +63,9 @@ pub struct AudioConfig {
     /// no listener has the mic open: no wakeups when idle, at the cost of one device period
     /// before the first frame after `open`.
     pub keep_mic_open: bool,
+    /// Pause the output device after this long with nothing to play (`None`: never). It is
+    /// resumed, before the first sample of the next source, where it paused.
+    pub output_idle_pause: Option<Duration>,
 }
 
 impl Default for AudioConfig {
@@ -76,6 +79,7 @@ impl Default for AudioConfig {
             input_channels: None,
             capture_channel: None,
             keep_mic_open: false,
+            output_idle_pause: Some(mixer::OUTPUT_IDLE_PAUSE),
         }
     }
 }
@@ -424,7 +428,7 @@ impl AudioEngine {
         // Started here so a device that cannot run is an error of `start`; the worker threads
         // own the streams from now on (they pause them while idle and close them at the end).
         opened.backend.play(&cfg.output)?;
-        mixer.set_output(opened.backend, cfg.output.clone());
+        mixer.set_output(opened.backend, cfg.output.clone(), cfg.output_idle_pause);
         if let Some(w) = worker.as_ref() {
             w.play_device()?;
         }

@@ -738,6 +738,8 @@ play = { text = "Track.", source = "attachment" }
         let mut child = ChildDaemon::spawn(&spec).await?;
         let pid = child.pid();
         let rss_connected_kb = status_kb(pid, "VmRSS:")?;
+        let (anon_connected_kb, file_connected_kb) =
+            (status_kb(pid, "RssAnon:")?, status_kb(pid, "RssFile:")?);
         // The utterance plays from the moment the audio engine opened: tap at once.
         let mut peak_rss_kb = rss_connected_kb;
         let dialog_result = {
@@ -772,6 +774,9 @@ play = { text = "Track.", source = "attachment" }
             );
         }
         let rss_idle_kb = status_kb(pid, "VmRSS:")?;
+        let (anon_idle_kb, file_idle_kb) =
+            (status_kb(pid, "RssAnon:")?, status_kb(pid, "RssFile:")?);
+        let exe_kb = std::fs::metadata(std::env::current_exe()?)?.len() / 1024;
         let threads = std::fs::read_dir(format!("/proc/{pid}/task"))?.count();
         child.stop()?;
         Ok(json!({
@@ -780,6 +785,13 @@ play = { text = "Track.", source = "attachment" }
             "rss_peak_sampled_kb": peak_rss_kb,
             "vm_hwm_kb": hwm_kb,
             "rss_idle_after_dialog_kb": rss_idle_kb,
+            // VmRSS = anonymous (heap, stacks) + file-backed (this binary's code, which here
+            // also holds avs-sim, and the shared libraries): clean pages the kernel can drop.
+            "rss_anon_connected_kb": anon_connected_kb,
+            "rss_file_connected_kb": file_connected_kb,
+            "rss_anon_idle_after_dialog_kb": anon_idle_kb,
+            "rss_file_idle_after_dialog_kb": file_idle_kb,
+            "binary_kb": exe_kb,
             "idle_secs": wall,
             "idle_cpu_percent_of_one_core": ((c1 - c0) as f64 / 100.0 / wall * 100.0 * 1000.0).round() / 1000.0,
             "idle_wakeups_per_s": ((s1 - s0) as f64 / wall * 100.0).round() / 100.0,
@@ -983,6 +995,7 @@ play = { text = "Track.", source = "attachment" }
                 "t_s": (now.duration_since(t0).as_secs_f64() * 10.0).round() / 10.0,
                 "cpu_percent": ((c - last_c) as f64 / dt * 100.0).round() / 100.0,
                 "vm_rss_kb": status_kb(pid, "VmRSS:")?,
+                "rss_anon_kb": status_kb(pid, "RssAnon:")?,
                 "vm_hwm_kb": status_kb(pid, "VmHWM:")?,
             }));
             (last_t, last_c) = (now, c);
@@ -997,6 +1010,7 @@ play = { text = "Track.", source = "attachment" }
         let threads = per_thread(pid)?;
         let hwm_kb = status_kb(pid, "VmHWM:")?;
         let rss_end_kb = status_kb(pid, "VmRSS:")?;
+        let anon_end_kb = status_kb(pid, "RssAnon:")?;
         let ap_events: Vec<String> = sim
             .handle
             .recorder
@@ -1026,6 +1040,7 @@ play = { text = "Track.", source = "attachment" }
             "wakeups_per_s": ((s1 - s0) as f64 / wall * 100.0).round() / 100.0,
             "rss_connected_before_play_kb": rss_connected_kb,
             "rss_end_kb": rss_end_kb,
+            "rss_anon_end_kb": anon_end_kb,
             "vm_hwm_kb": hwm_kb,
             "every_10s": samples,
             "threads": threads.keys().cloned().collect::<Vec<_>>(),
