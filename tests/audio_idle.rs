@@ -4,6 +4,7 @@
 //! no underrun counted for the idle silence; the `wav:` devices keep their files on the wall
 //! clock across a pause; a listener that opens a paused mic gets what the mic hears from then
 //! on. Real engine on the `wav:` devices (paced in real time), no sound hardware.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
