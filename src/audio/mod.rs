@@ -252,7 +252,8 @@ pub struct AudioStats {
     pub capture_frames: u64,
     /// Capture frames dropped because the listener read too slowly.
     pub capture_dropped_frames: u64,
-    /// Output callbacks that found the output ring short (silence was played).
+    /// Output callbacks that found the output ring short while something was playing (silence
+    /// was played). The silence of an idle mixer is not counted.
     pub output_underruns: u64,
     /// Output frames filled with silence because of underruns.
     pub output_underrun_frames: u64,

@@ -754,8 +754,10 @@ play = { text = "Track.", source = "attachment" }
             }
         };
         let hwm_kb = status_kb(pid, "VmHWM:")?;
-        // Settle, then measure idle with the connection up.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Settle (the output device pauses after 5 s without sound), then measure idle with
+        // the connection up.
+        let settle = avsd::audio::mixer::OUTPUT_IDLE_PAUSE + Duration::from_secs(1);
+        tokio::time::sleep(settle).await;
         let threads0 = per_thread(pid)?;
         let (t0, c0, s0) = (Instant::now(), cpu_ticks(pid)?, context_switches(pid)?);
         tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
@@ -793,6 +795,7 @@ play = { text = "Track.", source = "attachment" }
             "rss_file_idle_after_dialog_kb": file_idle_kb,
             "binary_kb": exe_kb,
             "idle_secs": wall,
+            "idle_settle_secs": settle.as_secs_f64(),
             "idle_cpu_percent_of_one_core": ((c1 - c0) as f64 / 100.0 / wall * 100.0 * 1000.0).round() / 1000.0,
             "idle_wakeups_per_s": ((s1 - s0) as f64 / wall * 100.0).round() / 100.0,
             "threads": threads,
