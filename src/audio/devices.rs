@@ -509,6 +509,14 @@ where
     )
 }
 
+fn list_ids(ids: &[String]) -> String {
+    if ids.is_empty() {
+        "(none)".into()
+    } else {
+        ids.join(", ")
+    }
+}
+
 fn describe_ranges(ranges: &[ConfigRange]) -> String {
     if ranges.is_empty() {
         return "nothing".into();
@@ -628,9 +636,17 @@ fn stream_error_handler(
     direction: &'static str,
     xruns: fn(&Counters) -> &std::sync::atomic::AtomicU64,
 ) -> impl FnMut(cpal::Error) + Send + 'static {
+    let mut listed = false;
     move |e: cpal::Error| {
         if e.kind() == cpal::ErrorKind::Xrun {
             xruns(&counters).fetch_add(1, Ordering::Relaxed);
+        } else if e.kind() == cpal::ErrorKind::DeviceNotAvailable && !listed {
+            // Unplugged (or its server went away): say once what is still there, so the log
+            // tells whether it is gone or renamed.
+            listed = true;
+            counters.stream_errors.fetch_add(1, Ordering::Relaxed);
+            let available = device_ids();
+            tracing::error!(error = %e, direction, devices_that_exist = %list_ids(&available), "audio device lost");
         } else {
             counters.stream_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, direction, "stream error");
