@@ -7,7 +7,7 @@
 //! Idle cost and first-sample latency: with nothing to play the mixer lets the output ring run
 //! dry (the callback then plays silence without counting an underrun), parks until a command or
 //! a decoder's first PCM wakes it, and pauses the output device after a while (5 s default). A
-//! source that arrives on an idle output starts as soon as one period is decoded and goes
+//! source that arrives on an idle output starts as soon as two periods are decoded and goes
 //! straight into the empty ring, so its first sample reaches the device at the next callback.
 
 use std::collections::VecDeque;
@@ -285,10 +285,12 @@ impl Mixer {
             counters,
             shutdown,
             step: ramp_step(rate),
-            // One period in hand is enough to start: the ring is never padded with silence
-            // behind a playing source while it holds more than `low_water` (see `step_once`),
-            // so a decoder that is briefly behind delays the mixer, not the sound.
-            start_frames: period_frames,
+            // Two periods in hand to start (was 100 ms): the ring is never padded with silence
+            // behind a playing source while it holds `low_water` (see `step_once`), so the
+            // decoder has a period's time after the first callback before it could stutter.
+            // One period was tried: a debug build's first MP3 frames through the resampler
+            // then stuttered now and then (tests/audio_playback.rs music test, 1 run in 3).
+            start_frames: 2 * period_frames,
             seen_underruns: 0,
             extra_periods: 0,
             mix: Vec::new(),
@@ -322,9 +324,12 @@ impl Mixer {
 
     /// Below this fill the device could find the ring short at its next callback: a playing
     /// source that has no data then gets silence (a stutter) rather than the device an underrun.
+    /// One device period: the mixer looks at least twice per period, so once a callback has
+    /// taken the ring below it there is still a period's time to pad. A source started with
+    /// one period in hand thus gives its decoder a full period before it can stutter.
     fn low_water(&self) -> u64 {
         let granted = self.counters.output_period_frames.load(Ordering::Relaxed) as usize;
-        (self.period_frames.max(granted) + self.period_frames / 2) as u64
+        self.period_frames.max(granted) as u64
     }
 
     /// How many frames the mixer keeps queued ahead of the device: three of our periods, or two
@@ -557,7 +562,7 @@ impl Mixer {
         if fill < target {
             let room = (self.producer.slots() / self.channels) as u64;
             let mut n = (target - fill).min(room) as usize;
-            // While the ring holds enough (or the callback plays idle silence), wait for the
+            // While the ring holds a period (or the callback plays idle silence), wait for the
             // decoders instead of writing silence behind a playing source.
             if was_idle || fill >= self.low_water() {
                 n = n.min(self.ready_frames());
