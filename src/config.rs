@@ -128,6 +128,7 @@ struct RawAudio {
     output_rate: Option<u32>,
     input_channels: Option<u16>,
     capture_channel: Option<u16>,
+    keep_mic_open: Option<bool>,
     mixer_control: Option<String>,
     content_under_dialog: Option<String>,
     duck_level: Option<f32>,
@@ -472,6 +473,10 @@ impl Config {
                 input_rate: raw.audio.input_rate,
                 input_channels: raw.audio.input_channels,
                 capture_channel: raw.audio.capture_channel,
+                // Off by default: no wake word engine reads the pre-roll yet.
+                keep_mic_open: raw.audio.keep_mic_open.unwrap_or(false),
+                // The output pauses after the engine's default idle time.
+                ..AudioConfig::default()
             },
             content_under_dialog,
             duck_level,

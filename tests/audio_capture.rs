@@ -54,6 +54,7 @@ fn mic_recording_arrives_as_16k_frames() {
             input_rate: Some(RATE),
             input_channels: Some(1),
             period: Duration::from_millis(10),
+            keep_mic_open: true,
             ..AudioConfig::default()
         })
         .unwrap_or_else(|e| panic!("{e}"));

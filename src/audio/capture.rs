@@ -2,25 +2,35 @@
 //! capture thread (channel pick or downmix, resample to 16 kHz, s16le, 10 ms frames, a 500 ms
 //! pre-roll) and the handle a listener (SpeechRecognizer, a wake word engine) opens the mic with.
 //! It does not decide when to listen.
+//!
+//! Unless the mic is kept open for the pre-roll (`AudioConfig::keep_mic_open`, for a wake word
+//! engine), the capture thread pauses the input device and parks while nobody listens, and
+//! `open` wakes it: an idle daemon costs no capture wakeups.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use cpal::{FromSample, Sample};
 use tokio::sync::mpsc;
 
+use super::devices::Backend;
 use super::resample::StreamResampler;
-use super::{CAPTURE_FRAME_SAMPLES, CAPTURE_RATE, Counters, LossReporter, PREROLL_FRAMES};
+use super::{
+    AudioError, CAPTURE_FRAME_SAMPLES, CAPTURE_RATE, Counters, LossReporter, PREROLL_FRAMES,
+};
 
 /// Frames the listener's channel holds (1 s); a slower listener then loses the oldest frames
 /// of a further second of backlog, counted in `capture_dropped_frames`.
 const LISTENER_QUEUE_FRAMES: usize = 100;
 const LISTENER_BACKLOG_FRAMES: usize = 100;
-/// How often the capture thread drains the input ring.
+/// How often the capture thread drains the input ring while the mic runs.
 const CAPTURE_TICK: Duration = Duration::from_millis(5);
+/// How often it empties the ring of a device that cannot pause while nobody listens (the
+/// ring holds 500 ms, so nothing overruns).
+const DISCARD_TICK: Duration = Duration::from_millis(200);
 
 /// The body of the input device callback: copies interleaved samples (as f32) into the capture
 /// ring, whole frames only, and counts what did not fit. No allocation, lock or syscall.
@@ -78,6 +88,8 @@ struct CaptureState {
 pub struct CaptureShared {
     state: Mutex<CaptureState>,
     counters: Arc<Counters>,
+    /// The capture thread, parked while the mic is paused.
+    thread: OnceLock<std::thread::Thread>,
 }
 
 impl CaptureShared {
@@ -88,7 +100,27 @@ impl CaptureShared {
                 listener: None,
             }),
             counters,
+            thread: OnceLock::new(),
         })
+    }
+
+    pub(crate) fn wake(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+
+    /// Whether a listener holds the mic open (forgets one whose receiver is gone).
+    fn has_listener(&self) -> bool {
+        let mut st = self.lock();
+        if st.listener.as_ref().is_some_and(|l| l.tx.is_closed()) {
+            st.listener = None;
+        }
+        st.listener.is_some()
+    }
+
+    fn clear_preroll(&self) {
+        self.lock().preroll.clear();
     }
 
     fn lock(&self) -> MutexGuard<'_, CaptureState> {
@@ -153,6 +185,8 @@ impl CaptureHandle {
             tx,
             backlog: VecDeque::new(),
         });
+        drop(st);
+        self.shared.wake();
         rx
     }
 
@@ -182,6 +216,17 @@ pub struct CaptureWorker {
     mono: Vec<f32>,
     resampled: Vec<f32>,
     pending: Vec<i16>,
+    device: Option<InputDevice>,
+}
+
+/// The input stream as the capture thread drives it.
+struct InputDevice {
+    backend: Backend,
+    id: String,
+    keep_open: bool,
+    running: bool,
+    /// The device cannot pause: it runs and its samples are thrown away while nobody listens.
+    cannot_pause: bool,
 }
 
 impl CaptureWorker {
@@ -220,18 +265,104 @@ impl CaptureWorker {
             mono: Vec::new(),
             resampled: Vec::new(),
             pending: Vec::new(),
+            device: None,
         })
     }
 
+    /// Gives the worker its input stream: it runs only while a listener has the mic open,
+    /// unless `keep_open` (pre-roll for a wake word).
+    pub(crate) fn with_device(mut self, backend: Backend, id: String, keep_open: bool) -> Self {
+        self.device = Some(InputDevice {
+            backend,
+            id,
+            keep_open,
+            running: false,
+            cannot_pause: false,
+        });
+        self
+    }
+
+    /// Starts the input stream (at engine start, so a device that cannot run is an error then).
+    pub(crate) fn play_device(&self) -> Result<(), AudioError> {
+        if let Some(d) = self.device.as_ref() {
+            d.backend.play(&d.id)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn run(mut self) {
+        let _ = self.shared.thread.set(std::thread::current());
+        if let Some(d) = self.device.as_mut() {
+            d.running = true;
+        }
         let mut overruns = LossReporter::new("input overrun samples");
         let mut dropped = LossReporter::new("capture frames dropped (slow listener)");
         while !self.shutdown.load(Ordering::Relaxed) {
-            self.drain();
+            let wanted =
+                self.device.as_ref().is_none_or(|d| d.keep_open) || self.shared.has_listener();
+            self.switch_device(wanted);
+            let running = self.device.as_ref().is_none_or(|d| d.running);
+            if wanted {
+                self.drain();
+            } else if running {
+                self.discard();
+            }
             let c = &self.shared.counters;
             overruns.check(c.input_overrun_samples.load(Ordering::Relaxed));
             dropped.check(c.capture_dropped_frames.load(Ordering::Relaxed));
-            std::thread::sleep(CAPTURE_TICK);
+            if wanted {
+                std::thread::park_timeout(CAPTURE_TICK);
+            } else if running {
+                std::thread::park_timeout(DISCARD_TICK);
+            } else {
+                // `open` and shutdown unpark us.
+                std::thread::park();
+            }
+        }
+        if let Some(d) = self.device.take() {
+            d.backend.close();
+        }
+    }
+
+    /// Runs or pauses the input device to match whether anyone listens.
+    fn switch_device(&mut self, wanted: bool) {
+        let Some(d) = self.device.as_mut() else {
+            return;
+        };
+        if wanted == d.running || (!wanted && d.cannot_pause) {
+            return;
+        }
+        if wanted {
+            // What sat in the ring since the pause is not what the listener asked for.
+            let stale = self.consumer.slots();
+            if let Ok(chunk) = self.consumer.read_chunk(stale) {
+                chunk.commit_all();
+            }
+            match d.backend.play(&d.id) {
+                Ok(()) => d.running = true,
+                Err(e) => tracing::warn!(error = %e, "cannot resume the mic"),
+            }
+        } else {
+            match d.backend.pause() {
+                Ok(()) => {
+                    d.running = false;
+                    // The pre-roll would be stale by the time someone listens again.
+                    self.shared.clear_preroll();
+                    tracing::debug!(device = %d.id, "nobody listens: mic paused");
+                }
+                Err(e) => {
+                    d.cannot_pause = true;
+                    tracing::info!(device = %d.id, error = %e, "the mic cannot pause; it keeps running while nobody listens");
+                }
+            }
+        }
+    }
+
+    /// Throws away what a running device captured while nobody listens.
+    fn discard(&mut self) {
+        let n = self.consumer.slots();
+        if let Ok(chunk) = self.consumer.read_chunk(n) {
+            chunk.commit_all();
         }
     }
 

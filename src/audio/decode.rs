@@ -525,6 +525,18 @@ pub(crate) struct SourceShared {
     pub(crate) failed: Mutex<Option<String>>,
     /// The mixer no longer wants this source (stopped, or the engine is shutting down).
     pub(crate) cancel: AtomicBool,
+    /// Set by the mixer when the source starts playing.
+    pub(crate) started: AtomicBool,
+    /// Woken with the first PCM (until the source has started) and at the end.
+    pub(crate) mixer: std::sync::OnceLock<super::mixer::MixerWaker>,
+}
+
+impl SourceShared {
+    fn wake_mixer(&self) {
+        if let Some(w) = self.mixer.get() {
+            w.wake();
+        }
+    }
 }
 
 /// Converts decoded PCM (any rate, any channels) into device frames in the source's ring.
@@ -627,13 +639,17 @@ impl SourceSink {
             let n = (out.len() - pos).min(room);
             let n = n - n % self.dev_channels;
             if n == 0 {
-                std::thread::sleep(Duration::from_millis(5));
+                // The ring is full (a second ahead of the mixer): no hurry.
+                std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
             if let Ok(chunk) = self.producer.write_chunk_uninit(n) {
                 chunk.fill_from_iter(out[pos..pos + n].iter().copied());
             }
             pos += n;
+        }
+        if !out.is_empty() && !self.shared.started.load(Ordering::Relaxed) {
+            self.shared.wake_mixer();
         }
         Ok(())
     }
@@ -651,6 +667,7 @@ impl SourceSink {
             *self.shared.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
         }
         self.shared.done.store(true, Ordering::Release);
+        self.shared.wake_mixer();
     }
 }
 

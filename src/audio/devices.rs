@@ -324,6 +324,8 @@ pub(crate) enum Backend {
     Thread {
         handle: JoinHandle<()>,
         stop: Arc<AtomicBool>,
+        /// The thread parks while this is set (see `wavdev::paced`).
+        paused: Arc<AtomicBool>,
     },
 }
 
@@ -336,15 +338,32 @@ impl Backend {
                 source,
                 available: device_ids(),
             }),
-            Backend::Thread { .. } => Ok(()),
+            Backend::Thread { handle, paused, .. } => {
+                paused.store(false, Ordering::SeqCst);
+                handle.thread().unpark();
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops the device's callbacks until `play`. Devices that cannot pause say so (cpal's
+    /// `UnsupportedOperation`); the caller then leaves them running.
+    pub(crate) fn pause(&self) -> Result<(), cpal::Error> {
+        match self {
+            Backend::Cpal(s) => s.pause(),
+            Backend::Thread { paused, .. } => {
+                paused.store(true, Ordering::SeqCst);
+                Ok(())
+            }
         }
     }
 
     pub(crate) fn close(self) {
         match self {
             Backend::Cpal(s) => drop(s),
-            Backend::Thread { handle, stop } => {
+            Backend::Thread { handle, stop, .. } => {
                 stop.store(true, Ordering::SeqCst);
+                handle.thread().unpark();
                 if handle.join().is_err() {
                     tracing::error!("a wav device thread panicked");
                 }
@@ -490,6 +509,14 @@ where
     )
 }
 
+fn list_ids(ids: &[String]) -> String {
+    if ids.is_empty() {
+        "(none)".into()
+    } else {
+        ids.join(", ")
+    }
+}
+
 fn describe_ranges(ranges: &[ConfigRange]) -> String {
     if ranges.is_empty() {
         return "nothing".into();
@@ -609,9 +636,17 @@ fn stream_error_handler(
     direction: &'static str,
     xruns: fn(&Counters) -> &std::sync::atomic::AtomicU64,
 ) -> impl FnMut(cpal::Error) + Send + 'static {
+    let mut listed = false;
     move |e: cpal::Error| {
         if e.kind() == cpal::ErrorKind::Xrun {
             xruns(&counters).fetch_add(1, Ordering::Relaxed);
+        } else if e.kind() == cpal::ErrorKind::DeviceNotAvailable && !listed {
+            // Unplugged (or its server went away): say once what is still there, so the log
+            // tells whether it is gone or renamed.
+            listed = true;
+            counters.stream_errors.fetch_add(1, Ordering::Relaxed);
+            let available = device_ids();
+            tracing::error!(error = %e, direction, devices_that_exist = %list_ids(&available), "audio device lost");
         } else {
             counters.stream_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, direction, "stream error");

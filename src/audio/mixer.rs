@@ -3,17 +3,25 @@
 //! sources one after another (gapless: the next source starts in the same period the previous
 //! one ended), applies per-channel gains with a short ramp, keeps the output ring at a few
 //! periods, and tells each source's owner when its samples actually reached the device.
+//!
+//! Idle cost and first-sample latency: with nothing to play the mixer lets the output ring run
+//! dry (the callback then plays silence without counting an underrun), parks until a command or
+//! a decoder's first PCM wakes it, and pauses the output device after a while (5 s default). A
+//! source that arrives on an idle output starts as soon as two periods are decoded and goes
+//! straight into the empty ring, so its first sample reaches the device at the next callback.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cpal::{FromSample, Sample};
 use tokio::sync::mpsc;
 
 use super::decode::SourceShared;
+use super::devices::Backend;
 use super::{Channel, Counters, LossReporter, PlaybackUpdate, SourceId};
 
 /// Gain ramps (master, channel) take this long from one value to another.
@@ -24,6 +32,28 @@ const MAX_EXTRA_PERIODS: usize = 7;
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// Updates kept free in a source's channel for the ones that must not be dropped.
 const RESERVED_UPDATE_SLOTS: usize = 4;
+/// Default of `AudioConfig::output_idle_pause`: with nothing to play for this long the output
+/// device is paused (resumed on the next source).
+/// Long enough that a dialog's think time (end of speech → Speak, usually under 2 s) does not
+/// pause it, short enough that an idle speaker costs no device wakeups.
+pub const OUTPUT_IDLE_PAUSE: Duration = Duration::from_secs(5);
+
+/// Wakes the mixer thread (a command, a decoder's first PCM or its end, shutdown). Unparking a
+/// thread that is not parked only sets its token, so extra wakes cost an atomic swap.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MixerWaker(Arc<OnceLock<std::thread::Thread>>);
+
+impl MixerWaker {
+    pub(crate) fn wake(&self) {
+        if let Some(t) = self.0.get() {
+            t.unpark();
+        }
+    }
+
+    fn register_current(&self) {
+        let _ = self.0.set(std::thread::current());
+    }
+}
 
 /// The body of the output device callback. No allocation, lock, log, channel send or syscall.
 pub struct OutputCallback {
@@ -64,6 +94,8 @@ impl OutputCallback {
         c.output_period_frames
             .store(frames as u32, Ordering::Relaxed);
         let target = f32::from_bits(self.master.load(Ordering::Relaxed));
+        // Read before the ring: the mixer writes its data first and clears `idle` after.
+        let idle = c.output_idle.load(Ordering::Acquire);
         let avail = self.consumer.slots();
         let n = out.len().min(avail);
         let n = n - n % self.channels;
@@ -86,7 +118,7 @@ impl OutputCallback {
         }
         c.output_frames_consumed
             .fetch_add((n / self.channels) as u64, Ordering::Relaxed);
-        if n < out.len() {
+        if n < out.len() && !idle {
             c.output_underruns.fetch_add(1, Ordering::Relaxed);
             c.output_underrun_frames
                 .fetch_add(((out.len() - n) / self.channels) as u64, Ordering::Relaxed);
@@ -193,6 +225,22 @@ pub(crate) struct Mixer {
     extra_periods: usize,
     mix: Vec<f32>,
     lane_gain: Vec<f32>,
+    waker: MixerWaker,
+    /// The output device, paused after `pause_after` of silence (None in unit tests).
+    output: Option<OutputDevice>,
+    /// Since when nothing audible has been mixed (None while playing).
+    idle_since: Option<Instant>,
+}
+
+/// The output device as the mixer drives it.
+pub(crate) struct OutputDevice {
+    pub(crate) backend: Backend,
+    pub(crate) id: String,
+    /// After this long idle the device is paused; `None`: never.
+    pub(crate) pause_after: Option<Duration>,
+    pub(crate) paused: bool,
+    /// The device said it cannot pause: it keeps running (the callback plays silence).
+    pub(crate) cannot_pause: bool,
 }
 
 fn send_update(tx: &mpsc::Sender<PlaybackUpdate>, update: PlaybackUpdate) {
@@ -237,12 +285,51 @@ impl Mixer {
             counters,
             shutdown,
             step: ramp_step(rate),
-            start_frames: (3 * period_frames).max(rate as usize / 10),
+            // Two periods in hand to start (was 100 ms): the ring is never padded with silence
+            // behind a playing source while it holds `low_water` (see `step_once`), so the
+            // decoder has a period's time after the first callback before it could stutter.
+            // One period was tried: a debug build's first MP3 frames through the resampler
+            // then stuttered now and then (tests/audio_playback.rs music test, 1 run in 3).
+            start_frames: 2 * period_frames,
             seen_underruns: 0,
             extra_periods: 0,
             mix: Vec::new(),
             lane_gain: Vec::new(),
+            waker: MixerWaker::default(),
+            output: None,
+            idle_since: Some(Instant::now()),
         }
+    }
+
+    pub(crate) fn waker(&self) -> MixerWaker {
+        self.waker.clone()
+    }
+
+    /// Hands the (already playing) output device to the mixer, which pauses it when idle and
+    /// closes it when the engine stops.
+    pub(crate) fn set_output(
+        &mut self,
+        backend: Backend,
+        id: String,
+        pause_after: Option<Duration>,
+    ) {
+        self.output = Some(OutputDevice {
+            backend,
+            id,
+            pause_after,
+            paused: false,
+            cannot_pause: false,
+        });
+    }
+
+    /// Below this fill the device could find the ring short at its next callback: a playing
+    /// source that has no data then gets silence (a stutter) rather than the device an underrun.
+    /// One device period: the mixer looks at least twice per period, so once a callback has
+    /// taken the ring below it there is still a period's time to pad. A source started with
+    /// one period in hand thus gives its decoder a full period before it can stutter.
+    fn low_water(&self) -> u64 {
+        let granted = self.counters.output_period_frames.load(Ordering::Relaxed) as usize;
+        self.period_frames.max(granted) as u64
     }
 
     /// How many frames the mixer keeps queued ahead of the device: three of our periods, or two
@@ -273,9 +360,12 @@ impl Mixer {
     }
 
     pub(crate) fn run(mut self) {
-        let tick = Duration::from_secs_f64(
-            (self.period_frames as f64 / f64::from(self.rate) / 4.0).clamp(0.001, 0.005),
-        );
+        self.waker.register_current();
+        let period = self.period_frames as f64 / f64::from(self.rate);
+        // A source about to start is timed finely (its Started is a latency figure); steady
+        // playback only has to top the ring up well before it falls under `low_water`.
+        let fine_tick = Duration::from_secs_f64((period / 4.0).clamp(0.001, 0.005));
+        let tick = Duration::from_secs_f64((period / 2.0).clamp(0.001, 0.010));
         let mut underruns = LossReporter::new("output underrun frames");
         let mut stutters = LossReporter::new("stutters");
         loop {
@@ -289,7 +379,16 @@ impl Mixer {
             self.step_once();
             underruns.check(self.counters.output_underrun_frames.load(Ordering::Relaxed));
             stutters.check(self.counters.stutters.load(Ordering::Relaxed));
-            std::thread::sleep(tick);
+            match self.idle_wait() {
+                // Playing, or updates still due: follow the device clock.
+                None if self.start_pending() => std::thread::park_timeout(fine_tick),
+                None => std::thread::park_timeout(tick),
+                Some(None) => std::thread::park(),
+                Some(Some(d)) => std::thread::park_timeout(d),
+            }
+        }
+        if let Some(out) = self.output.take() {
+            out.backend.close();
         }
         // Whoever still waits learns the source will not finish.
         for lane in &mut self.lanes {
@@ -304,25 +403,176 @@ impl Mixer {
         }
     }
 
-    /// Fills the output ring with silence up to the target level, so the device's first
-    /// callbacks find data (called before the stream starts).
+    /// Marks the output idle before the stream starts: its first callbacks play silence
+    /// without counting underruns, and the first source goes into an empty ring.
     pub(crate) fn prefill(&mut self) {
-        let n = self.target_fill() as usize;
-        let room = self.producer.slots() / self.channels;
-        self.mix_frames(n.min(room));
+        self.counters.output_idle.store(true, Ordering::Release);
+    }
+
+    /// How long the mixer thread may sleep: `None` = one tick (playing, or updates due),
+    /// `Some(None)` = until woken, `Some(Some(d))` = until the output should be paused.
+    fn idle_wait(&self) -> Option<Option<Duration>> {
+        let since = self.idle_since?;
+        if !self.markers.is_empty() || self.starved_playing() {
+            return None;
+        }
+        match &self.output {
+            Some(OutputDevice {
+                pause_after: Some(after),
+                paused: false,
+                cannot_pause: false,
+                ..
+            }) => {
+                // At least a little: the ring may still be draining when the time is up.
+                let left = after.saturating_sub(since.elapsed());
+                Some(Some(left.max(Duration::from_millis(50))))
+            }
+            _ => Some(None),
+        }
+    }
+
+    /// Whether a lane would put a source's samples into the next block: its front source is
+    /// playing, or has the frames to start (or is complete).
+    fn audible(&self) -> bool {
+        self.lanes.iter().any(|l| {
+            !l.paused
+                && l.queue.front().is_some_and(|s| {
+                    s.started
+                        || s.shared.done.load(Ordering::Acquire)
+                        || s.consumer.slots() / self.channels >= self.start_frames
+                })
+        })
+    }
+
+    /// Frames every playing (or startable) front source can supply without running dry. A
+    /// complete source ends inside the block, so its successor (gapless) counts after it.
+    fn ready_frames(&self) -> usize {
+        let mut ready = usize::MAX;
+        for l in &self.lanes {
+            if l.paused {
+                continue;
+            }
+            let Some(s) = l.queue.front() else {
+                continue;
+            };
+            let avail = s.consumer.slots() / self.channels;
+            if !(s.started || avail >= self.start_frames) {
+                continue;
+            }
+            if !s.shared.done.load(Ordering::Acquire) {
+                ready = ready.min(avail);
+            } else if let Some(next) = l.queue.get(1)
+                && !next.shared.done.load(Ordering::Acquire)
+            {
+                ready = ready.min(avail + next.consumer.slots() / self.channels);
+            }
+        }
+        ready
+    }
+
+    fn start_pending(&self) -> bool {
+        self.markers
+            .iter()
+            .any(|m| m.update == PlaybackUpdate::Started)
+    }
+
+    /// A playing source is waiting for data: keep checking (its decoder only wakes the mixer
+    /// before the source has started).
+    fn starved_playing(&self) -> bool {
+        self.lanes
+            .iter()
+            .any(|l| !l.paused && l.queue.front().is_some_and(|s| s.started))
+    }
+
+    fn pause_output_if_idle(&mut self) {
+        let (Some(since), Some(after)) = (
+            self.idle_since,
+            self.output.as_ref().and_then(|o| o.pause_after),
+        ) else {
+            return;
+        };
+        if since.elapsed() < after || !self.markers.is_empty() {
+            return;
+        }
+        let consumed = self.counters.output_frames_consumed.load(Ordering::Relaxed);
+        if self.written > consumed {
+            return;
+        }
+        if let Some(o) = self.output.as_mut()
+            && !o.paused
+            && !o.cannot_pause
+        {
+            match o.backend.pause() {
+                Ok(()) => {
+                    o.paused = true;
+                    tracing::debug!(device = %o.id, "output idle: device paused");
+                }
+                Err(e) => {
+                    o.cannot_pause = true;
+                    tracing::info!(device = %o.id, error = %e, "output cannot pause; it keeps running while idle");
+                }
+            }
+        }
+    }
+
+    fn resume_output(&mut self) {
+        if let Some(o) = self.output.as_mut()
+            && o.paused
+        {
+            let t = Instant::now();
+            match o.backend.play(&o.id) {
+                Ok(()) => {
+                    o.paused = false;
+                    tracing::debug!(device = %o.id, took_us = t.elapsed().as_micros() as u64, "output device resumed");
+                }
+                Err(e) => {
+                    // Mixing goes on: the updates follow the device clock, which then stands
+                    // still, so the sources' owners see no progress rather than a false Finished.
+                    tracing::warn!(device = %o.id, error = %e, "cannot resume the output device");
+                }
+            }
+        }
     }
 
     /// Emits due updates and tops the output ring up. Public within the crate for tests.
     pub(crate) fn step_once(&mut self) {
         self.emit_due();
+        let audible = self.audible();
+        if !audible {
+            if self.idle_since.is_none() {
+                self.idle_since = Some(Instant::now());
+                // The ring plays out what it holds; after that the callback plays silence.
+                self.counters.output_idle.store(true, Ordering::Release);
+            }
+            // No audio to ramp: a later source starts at the level asked for.
+            for l in &mut self.lanes {
+                l.gain = l.target;
+            }
+            self.pause_output_if_idle();
+            self.emit_due();
+            return;
+        }
+        let was_idle = self.idle_since.is_some();
+        if was_idle {
+            self.resume_output();
+        }
         let consumed = self.counters.output_frames_consumed.load(Ordering::Relaxed);
         let fill = self.written.saturating_sub(consumed);
         let target = self.target_fill();
         if fill < target {
             let room = (self.producer.slots() / self.channels) as u64;
-            let n = (target - fill).min(room) as usize;
+            let mut n = (target - fill).min(room) as usize;
+            // While the ring holds a period (or the callback plays idle silence), wait for the
+            // decoders instead of writing silence behind a playing source.
+            if was_idle || fill >= self.low_water() {
+                n = n.min(self.ready_frames());
+            }
             if n > 0 {
                 self.mix_frames(n);
+                if was_idle {
+                    self.idle_since = None;
+                    self.counters.output_idle.store(false, Ordering::Release);
+                }
             }
         }
         self.emit_due();
@@ -341,6 +591,8 @@ impl Mixer {
     fn apply(&mut self, cmd: MixerCommand) {
         match cmd {
             MixerCommand::Enqueue { channel, source } => {
+                // The decoder wakes us with its first PCM (and at its end).
+                let _ = source.shared.mixer.set(self.waker.clone());
                 self.lanes[channel.index()].queue.push_back(source)
             }
             MixerCommand::Stop(id) => self.stop(id),
@@ -380,6 +632,10 @@ impl Mixer {
         let consumed = self.counters.output_frames_consumed.load(Ordering::Relaxed);
         while self.markers.front().is_some_and(|m| m.at <= consumed) {
             if let Some(m) = self.markers.pop_front() {
+                if m.update == PlaybackUpdate::Started {
+                    // Benches time alerts and speech by this event (mixer thread, not callback).
+                    tracing::debug!(source = m.id.0, "first sample handed to the device");
+                }
                 send_update(&m.tx, m.update);
             }
         }
@@ -454,12 +710,12 @@ impl Mixer {
                     break;
                 }
                 if !src.started {
-                    // 100 ms in hand before starting, so a decoder that just produced its first
-                    // packet (or a thread the CPU is slow to schedule) does not stutter at once.
+                    // One period in hand before starting (see `start_frames`).
                     if avail < self.start_frames && !src.shared.done.load(Ordering::Acquire) {
                         break;
                     }
                     src.started = true;
+                    src.shared.started.store(true, Ordering::Relaxed);
                     // Started once the first sample has been taken by the device.
                     self.markers.push_back(Marker {
                         at: at + 1,

@@ -58,6 +58,14 @@ pub struct AudioConfig {
     pub input_channels: Option<u16>,
     /// Which input channel to keep; `None` downmixes all channels.
     pub capture_channel: Option<u16>,
+    /// Keep the mic running while nobody listens, so `CaptureHandle::open(true)` finds the
+    /// 500 ms pre-roll (what a wake word engine needs). Off, the input device is paused while
+    /// no listener has the mic open: no wakeups when idle, at the cost of one device period
+    /// before the first frame after `open`.
+    pub keep_mic_open: bool,
+    /// Pause the output device after this long with nothing to play (`None`: never). It is
+    /// resumed, before the first sample of the next source, where it paused.
+    pub output_idle_pause: Option<Duration>,
 }
 
 impl Default for AudioConfig {
@@ -70,6 +78,8 @@ impl Default for AudioConfig {
             input_rate: None,
             input_channels: None,
             capture_channel: None,
+            keep_mic_open: false,
+            output_idle_pause: Some(mixer::OUTPUT_IDLE_PAUSE),
         }
     }
 }
@@ -271,7 +281,8 @@ pub struct AudioStats {
     pub capture_frames: u64,
     /// Capture frames dropped because the listener read too slowly.
     pub capture_dropped_frames: u64,
-    /// Output callbacks that found the output ring short (silence was played).
+    /// Output callbacks that found the output ring short while something was playing (silence
+    /// was played). The silence of an idle mixer is not counted.
     pub output_underruns: u64,
     /// Output frames filled with silence because of underruns.
     pub output_underrun_frames: u64,
@@ -319,6 +330,8 @@ pub struct Counters {
     pub(crate) stutters: AtomicU64,
     pub(crate) stutter_frames: AtomicU64,
     pub(crate) stream_errors: AtomicU64,
+    /// Set by the mixer when it has nothing to play: a short output ring is then not an underrun.
+    pub(crate) output_idle: AtomicBool,
 }
 
 impl Counters {
@@ -385,8 +398,6 @@ pub struct AudioEngine {
     input_info: Option<StreamInfo>,
     output_info: Option<StreamInfo>,
     shutdown: Arc<AtomicBool>,
-    input: Option<devices::Backend>,
-    output: Option<devices::Backend>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -399,46 +410,41 @@ impl AudioEngine {
         }
         let counters = Counters::new();
         let shutdown = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
+        let threads = Vec::new();
 
         let capture_shared = capture::CaptureShared::new(counters.clone());
-        let (input, input_info) =
-            match devices::open_input(cfg, counters.clone(), shutdown.clone())? {
-                Some(opened) => {
-                    let info = opened.info.clone();
-                    let worker = capture::CaptureWorker::new(
-                        opened.consumer,
-                        opened.info.rate,
-                        opened.info.channels,
-                        cfg.capture_channel,
-                        capture_shared.clone(),
-                        shutdown.clone(),
-                    )
-                    .map_err(|e| match e {
-                        capture::CaptureSetupError::NoSuchChannel { channel, channels } => {
-                            AudioError::NoSuchCaptureChannel {
-                                id: cfg.input.clone(),
-                                channel,
-                                channels,
-                            }
-                        }
-                    })?;
-                    threads.push(
-                        std::thread::Builder::new()
-                            .name("avsd-capture".into())
-                            .spawn(move || worker.run())
-                            .map_err(|source| AudioError::Thread {
-                                name: "capture",
-                                source,
-                            })?,
-                    );
-                    (Some(opened.backend), Some(info))
-                }
-                None => (None, None),
-            };
-
+        // Open both devices before any thread starts, so an error leaves nothing running.
+        let input = devices::open_input(cfg, counters.clone(), shutdown.clone())?;
         let opened = devices::open_output(cfg, counters.clone(), shutdown.clone())?;
         let output_info = opened.info.clone();
+        let input_info = input.as_ref().map(|i| i.info.clone());
+        let worker = match input {
+            Some(opened_in) => Some(
+                capture::CaptureWorker::new(
+                    opened_in.consumer,
+                    opened_in.info.rate,
+                    opened_in.info.channels,
+                    cfg.capture_channel,
+                    capture_shared.clone(),
+                    shutdown.clone(),
+                )
+                .map_err(|e| match e {
+                    capture::CaptureSetupError::NoSuchChannel { channel, channels } => {
+                        AudioError::NoSuchCaptureChannel {
+                            id: cfg.input.clone(),
+                            channel,
+                            channels,
+                        }
+                    }
+                })?
+                .with_device(
+                    opened_in.backend,
+                    cfg.input.clone(),
+                    cfg.keep_mic_open,
+                ),
+            ),
+            None => None,
+        };
         let (playback, mut mixer) = playback::PlaybackHandle::new(
             opened.producer,
             opened.master_gain,
@@ -449,16 +455,14 @@ impl AudioEngine {
             shutdown.clone(),
         );
         mixer.prefill();
-        threads.push(
-            std::thread::Builder::new()
-                .name("avsd-mixer".into())
-                .spawn(move || mixer.run())
-                .map_err(|source| AudioError::Thread {
-                    name: "mixer",
-                    source,
-                })?,
-        );
-        let engine = AudioEngine {
+        // Started here so a device that cannot run is an error of `start`; the worker threads
+        // own the streams from now on (they pause them while idle and close them at the end).
+        opened.backend.play(&cfg.output)?;
+        mixer.set_output(opened.backend, cfg.output.clone(), cfg.output_idle_pause);
+        if let Some(w) = worker.as_ref() {
+            w.play_device()?;
+        }
+        let mut engine = AudioEngine {
             counters,
             capture: CaptureHandle {
                 shared: capture_shared,
@@ -467,15 +471,28 @@ impl AudioEngine {
             input_info,
             output_info: Some(output_info),
             shutdown,
-            input,
-            output: Some(opened.backend),
             threads,
         };
-        if let Some(b) = engine.output.as_ref() {
-            b.play(&cfg.output)?;
-        }
-        if let Some(b) = engine.input.as_ref() {
-            b.play(&cfg.input)?;
+        // From here on an error drops `engine`, which stops the threads already running.
+        engine.threads.push(
+            std::thread::Builder::new()
+                .name("avsd-mixer".into())
+                .spawn(move || mixer.run())
+                .map_err(|source| AudioError::Thread {
+                    name: "mixer",
+                    source,
+                })?,
+        );
+        if let Some(worker) = worker {
+            engine.threads.push(
+                std::thread::Builder::new()
+                    .name("avsd-capture".into())
+                    .spawn(move || worker.run())
+                    .map_err(|source| AudioError::Thread {
+                        name: "capture",
+                        source,
+                    })?,
+            );
         }
         tracing::info!(
             input = ?engine.input_info,
@@ -527,13 +544,9 @@ impl AudioEngine {
 impl Drop for AudioEngine {
     fn drop(&mut self) {
         self.shutdown.store(true, Ordering::SeqCst);
-        // Devices first, so no callback runs against a ring whose other end is gone.
-        if let Some(b) = self.input.take() {
-            b.close();
-        }
-        if let Some(b) = self.output.take() {
-            b.close();
-        }
+        // The mixer and capture threads close their devices on the way out.
+        self.playback.wake_mixer();
+        self.capture.shared.wake();
         for t in self.threads.drain(..) {
             if t.join().is_err() {
                 tracing::error!("an audio thread panicked");

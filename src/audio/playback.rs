@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::decode::{self, SOURCE_RING, SourceShared, SourceSink};
-use super::mixer::{Mixer, MixerCommand, QueuedSource};
+use super::mixer::{Mixer, MixerCommand, MixerWaker, QueuedSource};
 use super::{Channel, Counters, PlaybackUpdate, Source, SourceId, volume_gain};
 
 /// Updates a source's receiver can hold; Progress is dropped first when it fills up.
@@ -24,7 +24,7 @@ struct Master {
 }
 
 /// Cheap to clone. Every method returns at once (it only queues a command for the mixer thread,
-/// which drains them every few ms; only with 256 commands already waiting does it wait for room).
+/// which it wakes at once; only with 256 commands already waiting does it wait for room).
 #[derive(Clone)]
 pub struct PlaybackHandle {
     commands: SyncSender<MixerCommand>,
@@ -33,6 +33,7 @@ pub struct PlaybackHandle {
     rate: u32,
     channels: u16,
     counters: Arc<Counters>,
+    waker: MixerWaker,
 }
 
 impl PlaybackHandle {
@@ -66,15 +67,17 @@ impl PlaybackHandle {
             rate,
             channels,
             counters,
+            waker: mixer.waker(),
         };
         (handle, mixer)
     }
 
     fn send(&self, cmd: MixerCommand) {
         match self.commands.try_send(cmd) {
-            Ok(()) => {}
-            // The mixer drains every few ms; a full queue means a burst, so wait for room.
+            Ok(()) => self.waker.wake(),
+            // The mixer drains as soon as it is woken; a full queue means a burst: wait for room.
             Err(TrySendError::Full(cmd)) => {
+                self.waker.wake();
                 if self.commands.send(cmd).is_err() {
                     tracing::warn!("audio mixer is gone; command dropped");
                 }
@@ -153,6 +156,11 @@ impl PlaybackHandle {
     fn publish(&self, m: &Master) {
         let g = if m.muted { 0.0 } else { volume_gain(m.volume) };
         self.master_gain.store(g.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Wakes the mixer thread (the engine does so at shutdown).
+    pub(crate) fn wake_mixer(&self) {
+        self.waker.wake();
     }
 
     /// Device output rate and channel count the mixer works at.

@@ -19,10 +19,37 @@ pub const WAV_OUTPUT_DEFAULT_RATE: u32 = 48_000;
 pub const WAV_OUTPUT_CHANNELS: u16 = 1;
 
 /// Runs `tick` every `period` on an absolute schedule until `stop` (or `tick` returns false).
-fn paced(period: Duration, stop: &AtomicBool, mut tick: impl FnMut() -> bool) {
-    let start = Instant::now();
+/// While `paused` the thread parks (no wakeups); on resume `resumed` gets the time it was
+/// paused (so the file keeps the wall-clock timeline) and the schedule restarts, with a tick at
+/// once if `tick_at_resume` (an output device wants data as soon as it runs; an input device
+/// has a period to record first).
+fn paced(
+    period: Duration,
+    stop: &AtomicBool,
+    paused: &AtomicBool,
+    tick_at_resume: bool,
+    mut resumed: impl FnMut(Duration),
+    mut tick: impl FnMut() -> bool,
+) {
+    let mut start = Instant::now();
     let mut n: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
+        if paused.load(Ordering::SeqCst) {
+            let since = Instant::now();
+            while paused.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
+                std::thread::park();
+            }
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            resumed(since.elapsed());
+            start = Instant::now();
+            n = 0;
+            if tick_at_resume && !tick() {
+                break;
+            }
+            continue;
+        }
         n = n.saturating_add(1);
         let deadline = start + period * n;
         let now = Instant::now();
@@ -71,29 +98,44 @@ pub(crate) fn open_wav_input(
     let mut cb = InputCallback::new(producer, channels, counters);
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
+    let paused = Arc::new(AtomicBool::new(false));
+    let paused2 = paused.clone();
     let period = cfg.period;
     let block = frames * usize::from(channels);
+    let ch = usize::from(channels.max(1));
     let handle = std::thread::Builder::new()
         .name("avsd-wav-in".into())
         .spawn(move || {
             let silence = vec![0.0f32; block];
-            let mut pos = 0usize;
-            paced(period, &stop2, || {
-                if shutdown.load(Ordering::Relaxed) {
-                    return false;
-                }
-                if pos < samples.len() {
-                    let end = (pos + block).min(samples.len());
-                    cb.process(&samples[pos..end]);
-                    if end - pos < block {
-                        cb.process(&silence[..block - (end - pos)]);
+            // The file goes on "playing" while the mic is paused, as the world does.
+            let pos = std::cell::Cell::new(0usize);
+            paced(
+                period,
+                &stop2,
+                &paused2,
+                false,
+                |gap| {
+                    let frames = (gap.as_secs_f64() * f64::from(rate)) as usize;
+                    pos.set(pos.get().saturating_add(frames.saturating_mul(ch)));
+                },
+                || {
+                    if shutdown.load(Ordering::Relaxed) {
+                        return false;
                     }
-                    pos = end;
-                } else {
-                    cb.process(&silence);
-                }
-                true
-            });
+                    let p = pos.get();
+                    if p < samples.len() {
+                        let end = (p + block).min(samples.len());
+                        cb.process(&samples[p..end]);
+                        if end - p < block {
+                            cb.process(&silence[..block - (end - p)]);
+                        }
+                        pos.set(end);
+                    } else {
+                        cb.process(&silence);
+                    }
+                    true
+                },
+            );
         })
         .map_err(|source| AudioError::Thread {
             name: "wav-in",
@@ -101,7 +143,11 @@ pub(crate) fn open_wav_input(
         })?;
     tracing::info!(path = %path.display(), rate, channels, "WAV file open as the mic");
     Ok(OpenedInput {
-        backend: Backend::Thread { handle, stop },
+        backend: Backend::Thread {
+            handle,
+            stop,
+            paused,
+        },
         consumer,
         info: StreamInfo {
             device: cfg.input.clone(),
@@ -132,13 +178,15 @@ pub(crate) fn open_wav_output(
         path: path.display().to_string(),
         source,
     };
-    let mut writer = hound::WavWriter::create(path, spec).map_err(wav_err)?;
+    let writer = hound::WavWriter::create(path, spec).map_err(wav_err)?;
     let frames = period_frames(rate, cfg.period);
     let (producer, consumer) = output_ring(frames, channels);
     let master_gain = Arc::new(AtomicU32::new(1.0f32.to_bits()));
     let mut cb = OutputCallback::new(consumer, channels, rate, master_gain.clone(), counters);
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
+    let paused = Arc::new(AtomicBool::new(false));
+    let paused2 = paused.clone();
     let period = cfg.period;
     let path_s = path.display().to_string();
     let handle = std::thread::Builder::new()
@@ -146,8 +194,30 @@ pub(crate) fn open_wav_output(
         .spawn(move || {
             let mut buf = vec![0i16; frames as usize * usize::from(channels)];
             let mut ticks = 0u32;
-            let mut failed = false;
-            paced(period, &stop2, || {
+            let failed = std::cell::Cell::new(false);
+            let writer = std::cell::RefCell::new(writer);
+            paced(
+                period,
+                &stop2,
+                &paused2,
+                true,
+                |gap| {
+                    // Silence for the paused time keeps the file on the wall clock.
+                    let samples = (gap.as_secs_f64() * f64::from(rate)) as u64
+                        * u64::from(channels);
+                    let mut w = writer.borrow_mut();
+                    for _ in 0..samples {
+                        if w.write_sample(0i16).is_err() {
+                            failed.set(true);
+                            break;
+                        }
+                    }
+                },
+                || {
+                if failed.get() {
+                    return false;
+                }
+                let mut writer = writer.borrow_mut();
                 if shutdown.load(Ordering::Relaxed) {
                     return false;
                 }
@@ -155,19 +225,21 @@ pub(crate) fn open_wav_output(
                 for s in &buf {
                     if let Err(e) = writer.write_sample(*s) {
                         tracing::error!(path = %path_s, error = %e, "cannot write the WAV output");
-                        failed = true;
+                        failed.set(true);
                         return false;
                     }
                 }
                 ticks += 1;
                 // Keep the header valid for readers while we run (about every second).
                 if ticks.is_multiple_of(100) && writer.flush().is_err() {
-                    failed = true;
+                    failed.set(true);
                     return false;
                 }
                 true
             });
-            if !failed && let Err(e) = writer.finalize() {
+            if !failed.get()
+                && let Err(e) = writer.into_inner().finalize()
+            {
                 tracing::error!(path = %path_s, error = %e, "cannot finalize the WAV output");
             }
         })
@@ -177,7 +249,11 @@ pub(crate) fn open_wav_output(
         })?;
     tracing::info!(path = %path.display(), rate, channels, "WAV file open as the speaker");
     Ok(OpenedOutput {
-        backend: Backend::Thread { handle, stop },
+        backend: Backend::Thread {
+            handle,
+            stop,
+            paused,
+        },
         producer,
         master_gain,
         info: StreamInfo {

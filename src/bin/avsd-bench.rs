@@ -23,6 +23,21 @@
 //! socket (progressive speech, an AudioPlayer.Play of an attachment, a local volume change),
 //! reporting failures, RSS growth from dialog 10 to N and open descriptors at start and end.
 //!
+//! Player mode (`--player`, or either of its flags), issue 6:
+//! - streaming: the child daemon plays an AudioPlayer.Play of a 128 kbps 44.1 kHz stereo MP3
+//!   (made with `lame`, served over https by the sim's `/media/`) for `--stream-minutes M`
+//!   (default 1; 10 for the documented figure); CPU (% of one core), VmRSS and VmHWM every 10 s,
+//!   wakeups/s, then the audio engine's underruns and stutters (the child writes its audio
+//!   counters at SIGTERM);
+//! - alerts: `--alerts N` (default 10) timers 3 s apart set through the sim's SetAlert push, on
+//!   an in-process daemon; lateness = scheduledTime → the mixer's "first sample handed to the
+//!   device" debug event for the alarm (wall clock), p50/p95/max, once with the connection up
+//!   and once with the sim stopped after the alerts were set.
+//!
+//! ```text
+//! cargo run --release --bin avsd-bench -- --stream-minutes 10 --alerts 20 --json player.json
+//! ```
+//!
 //! The `wav:` input holds its whole file in memory, and a real microphone has no such buffer:
 //! the report gives that size so it can be taken off the RSS figures.
 
@@ -72,6 +87,9 @@ play = { text = "Track.", source = "attachment" }
         cold_starts: usize,
         json: Option<PathBuf>,
         child: Option<String>,
+        player: bool,
+        stream_minutes: f64,
+        alerts: usize,
     }
 
     fn parse_args() -> Result<Args> {
@@ -82,6 +100,9 @@ play = { text = "Track.", source = "attachment" }
             cold_starts: 10,
             json: None,
             child: None,
+            player: false,
+            stream_minutes: 1.0,
+            alerts: 10,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -93,8 +114,17 @@ play = { text = "Track.", source = "attachment" }
                 "--cold-starts" => a.cold_starts = value()?.parse()?,
                 "--json" => a.json = Some(PathBuf::from(value()?)),
                 "--child-daemon" => a.child = Some(value()?),
+                "--player" => a.player = true,
+                "--stream-minutes" => {
+                    a.player = true;
+                    a.stream_minutes = value()?.parse()?;
+                }
+                "--alerts" => {
+                    a.player = true;
+                    a.alerts = value()?.parse()?;
+                }
                 other => bail!(
-                    "unknown flag {other}; usage: avsd-bench [--dialogs N] [--idle-secs S] [--cold-starts N] [--soak N] [--json FILE]"
+                    "unknown flag {other}; usage: avsd-bench [--dialogs N] [--idle-secs S] [--cold-starts N] [--soak N] [--player] [--stream-minutes M] [--alerts N] [--json FILE]"
                 ),
             }
         }
@@ -110,6 +140,9 @@ play = { text = "Track.", source = "attachment" }
         input: String,
         output: String,
         serial: String,
+        /// Where the child writes its audio counters when it gets SIGTERM (player mode).
+        #[serde(default)]
+        stats_file: Option<PathBuf>,
     }
 
     impl DeviceSpec {
@@ -285,6 +318,7 @@ play = { text = "Track.", source = "attachment" }
                 input,
                 output: format!("wav:{}", dir.join("speaker.wav").display()),
                 serial: serial.to_owned(),
+                stats_file: None,
             }
         }
     }
@@ -336,15 +370,37 @@ play = { text = "Track.", source = "attachment" }
         }
     }
 
-    fn install_tracing(probe: &speak_probe::SpeakProbe) {
+    /// The wall-clock time of every source start the mixer reports ("first sample handed to
+    /// the device"), for alert lateness.
+    #[derive(Clone, Default)]
+    struct StartProbe(Arc<std::sync::Mutex<Vec<std::time::SystemTime>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for StartProbe {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if event.metadata().target() == "avsd::audio::mixer" {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(std::time::SystemTime::now());
+            }
+        }
+    }
+
+    fn install_tracing(probe: &speak_probe::SpeakProbe, starts: &StartProbe) {
         use tracing_subscriber::Layer;
         use tracing_subscriber::filter::{LevelFilter, Targets};
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
         let probe_filter =
             Targets::new().with_target("avsd::transport::downchannel", LevelFilter::DEBUG);
+        let start_filter = Targets::new().with_target("avsd::audio::mixer", LevelFilter::DEBUG);
         let _ = tracing_subscriber::registry()
             .with(probe.clone().with_filter(probe_filter))
+            .with(starts.clone().with_filter(start_filter))
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
@@ -682,6 +738,8 @@ play = { text = "Track.", source = "attachment" }
         let mut child = ChildDaemon::spawn(&spec).await?;
         let pid = child.pid();
         let rss_connected_kb = status_kb(pid, "VmRSS:")?;
+        let (anon_connected_kb, file_connected_kb) =
+            (status_kb(pid, "RssAnon:")?, status_kb(pid, "RssFile:")?);
         // The utterance plays from the moment the audio engine opened: tap at once.
         let mut peak_rss_kb = rss_connected_kb;
         let dialog_result = {
@@ -696,8 +754,10 @@ play = { text = "Track.", source = "attachment" }
             }
         };
         let hwm_kb = status_kb(pid, "VmHWM:")?;
-        // Settle, then measure idle with the connection up.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Settle (the output device pauses after 5 s without sound), then measure idle with
+        // the connection up.
+        let settle = avsd::audio::mixer::OUTPUT_IDLE_PAUSE + Duration::from_secs(1);
+        tokio::time::sleep(settle).await;
         let threads0 = per_thread(pid)?;
         let (t0, c0, s0) = (Instant::now(), cpu_ticks(pid)?, context_switches(pid)?);
         tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
@@ -716,6 +776,9 @@ play = { text = "Track.", source = "attachment" }
             );
         }
         let rss_idle_kb = status_kb(pid, "VmRSS:")?;
+        let (anon_idle_kb, file_idle_kb) =
+            (status_kb(pid, "RssAnon:")?, status_kb(pid, "RssFile:")?);
+        let exe_kb = std::fs::metadata(std::env::current_exe()?)?.len() / 1024;
         let threads = std::fs::read_dir(format!("/proc/{pid}/task"))?.count();
         child.stop()?;
         Ok(json!({
@@ -724,7 +787,15 @@ play = { text = "Track.", source = "attachment" }
             "rss_peak_sampled_kb": peak_rss_kb,
             "vm_hwm_kb": hwm_kb,
             "rss_idle_after_dialog_kb": rss_idle_kb,
+            // VmRSS = anonymous (heap, stacks) + file-backed (this binary's code, which here
+            // also holds avs-sim, and the shared libraries): clean pages the kernel can drop.
+            "rss_anon_connected_kb": anon_connected_kb,
+            "rss_file_connected_kb": file_connected_kb,
+            "rss_anon_idle_after_dialog_kb": anon_idle_kb,
+            "rss_file_idle_after_dialog_kb": file_idle_kb,
+            "binary_kb": exe_kb,
             "idle_secs": wall,
+            "idle_settle_secs": settle.as_secs_f64(),
             "idle_cpu_percent_of_one_core": ((c1 - c0) as f64 / 100.0 / wall * 100.0 * 1000.0).round() / 1000.0,
             "idle_wakeups_per_s": ((s1 - s0) as f64 / wall * 100.0).round() / 100.0,
             "threads": threads,
@@ -806,6 +877,327 @@ play = { text = "Track.", source = "attachment" }
     }
 
     // ---------------------------------------------------------------------------------------
+    // Player mode: streaming an MP3 over https, and alert lateness.
+
+    /// Writes `secs` of 44.1 kHz stereo "music" (moving chords over a little noise) through
+    /// `lame` as a 128 kbps CBR MP3 and returns its bytes.
+    fn make_music_mp3(path: &Path, secs: f64) -> Result<Vec<u8>> {
+        use std::io::Write as _;
+        const RATE: f64 = 44_100.0;
+        let mut lame = Command::new("lame")
+            .args([
+                "--quiet",
+                "-r",
+                "-s",
+                "44.1",
+                "--bitwidth",
+                "16",
+                "--signed",
+                "--little-endian",
+                "-m",
+                "j",
+                "--cbr",
+                "-b",
+                "128",
+                "-",
+            ])
+            .arg(path)
+            .stdin(Stdio::piped())
+            .spawn()
+            .context("running lame (the `lame` package) to make the stream MP3")?;
+        let mut stdin = lame.stdin.take().context("lame stdin")?;
+        let frames = (secs * RATE) as u64;
+        let notes = [220.0, 246.9, 261.6, 293.7, 329.6, 349.2, 392.0];
+        let mut noise: u32 = 0x1234_5678;
+        let mut block = Vec::with_capacity(4096 * 4);
+        for i in 0..frames {
+            let t = i as f64 / RATE;
+            let bar = (t * 2.0) as usize;
+            let root = notes[bar % notes.len()];
+            let mut l = 0.0;
+            let mut r = 0.0;
+            for (k, m) in [1.0, 1.25, 1.5, 2.0].iter().enumerate() {
+                let v = (t * root * m * std::f64::consts::TAU).sin() * 0.12;
+                if k % 2 == 0 {
+                    l += v;
+                    r += v * 0.7
+                } else {
+                    r += v;
+                    l += v * 0.7
+                }
+            }
+            noise = noise.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let n = (f64::from(noise >> 16) / 65_536.0 - 0.5) * 0.02;
+            for v in [l + n, r - n] {
+                block.extend_from_slice(&((v.clamp(-1.0, 1.0) * 32_000.0) as i16).to_le_bytes());
+            }
+            if block.len() >= 4096 * 4 {
+                stdin.write_all(&block)?;
+                block.clear();
+            }
+        }
+        stdin.write_all(&block)?;
+        drop(stdin);
+        if !lame.wait()?.success() {
+            bail!("lame failed");
+        }
+        Ok(std::fs::read(path)?)
+    }
+
+    async fn stream_phase(sim: &Sim, dir: &Path, minutes: f64) -> Result<Value> {
+        std::fs::create_dir_all(dir)?;
+        let secs = (minutes * 60.0).max(10.0);
+        eprintln!("encoding {secs:.0} s of 128 kbps MP3 with lame");
+        let mp3 = make_music_mp3(&dir.join("stream.mp3"), secs + 5.0)?;
+        let mp3_bytes = mp3.len();
+        let url = sim
+            .handle
+            .admin
+            .put_media("stream.mp3", bytes::Bytes::from(mp3))?;
+        let utterance = dir.join("utterance.wav");
+        std::fs::write(&utterance, UTTERANCE)?;
+        let mut spec = sim.spec(dir, format!("wav:{}", utterance.display()), "BENCH-STREAM");
+        let stats_file = dir.join("audio-stats.json");
+        spec.stats_file = Some(stats_file.clone());
+        let child = ChildDaemon::spawn(&spec).await?;
+        let pid = child.pid();
+        let rss_connected_kb = status_kb(pid, "VmRSS:")?;
+        let mark = sim.handle.recorder.len();
+        let play = json!({"directive": {"header": {"namespace": "AudioPlayer", "name": "Play",
+            "messageId": uuid::Uuid::new_v4().to_string()},
+            "payload": {"playBehavior": "REPLACE_ALL", "audioItem": {"audioItemId": "bench-stream",
+                "stream": {"url": url.as_str(), "offsetInMilliseconds": 0, "token": "bench-stream"}}}}});
+        let pushed = Instant::now();
+        sim.handle.admin.push(None, play.to_string()).await?;
+        sim.handle
+            .recorder
+            .wait_for(
+                mark,
+                Duration::from_secs(20),
+                "AudioPlayer.PlaybackStarted",
+                |r| {
+                    r.event.as_ref().is_some_and(|e| {
+                        e.namespace == "AudioPlayer" && e.name == "PlaybackStarted"
+                    })
+                },
+            )
+            .await?;
+        let play_to_started_event = pushed.elapsed();
+        let t0 = Instant::now();
+        let (c0, s0) = (cpu_ticks(pid)?, context_switches(pid)?);
+        let mut samples = Vec::new();
+        let (mut last_t, mut last_c) = (t0, c0);
+        let end = t0 + Duration::from_secs_f64(secs);
+        while Instant::now() < end {
+            let next = (last_t + Duration::from_secs(10)).min(end);
+            tokio::time::sleep_until(next.into()).await;
+            let now = Instant::now();
+            let c = cpu_ticks(pid)?;
+            let dt = now.duration_since(last_t).as_secs_f64();
+            samples.push(json!({
+                "t_s": (now.duration_since(t0).as_secs_f64() * 10.0).round() / 10.0,
+                "cpu_percent": ((c - last_c) as f64 / dt * 100.0).round() / 100.0,
+                "vm_rss_kb": status_kb(pid, "VmRSS:")?,
+                "rss_anon_kb": status_kb(pid, "RssAnon:")?,
+                "vm_hwm_kb": status_kb(pid, "VmHWM:")?,
+            }));
+            (last_t, last_c) = (now, c);
+            eprint!(
+                "\rstreaming {:.0}/{secs:.0} s",
+                now.duration_since(t0).as_secs_f64()
+            );
+        }
+        eprintln!();
+        let wall = t0.elapsed().as_secs_f64();
+        let (c1, s1) = (cpu_ticks(pid)?, context_switches(pid)?);
+        let threads = per_thread(pid)?;
+        let hwm_kb = status_kb(pid, "VmHWM:")?;
+        let rss_end_kb = status_kb(pid, "VmRSS:")?;
+        let anon_end_kb = status_kb(pid, "RssAnon:")?;
+        let ap_events: Vec<String> = sim
+            .handle
+            .recorder
+            .records()
+            .into_iter()
+            .skip(mark)
+            .filter_map(|r| r.event)
+            .filter(|e| e.namespace == "AudioPlayer")
+            .map(|e| e.name)
+            .collect();
+        child.stop()?;
+        let stats: Value = std::fs::read_to_string(&stats_file)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null);
+        let cpu: Vec<f64> = samples
+            .iter()
+            .filter_map(|v| v["cpu_percent"].as_f64())
+            .collect();
+        Ok(json!({
+            "mp3": "128 kbps CBR, 44.1 kHz, joint stereo (lame), over https from avs-sim /media/",
+            "mp3_bytes": mp3_bytes,
+            "streamed_s": wall,
+            "play_pushed_to_playback_started_event_ms": ms(play_to_started_event),
+            "cpu_percent_of_one_core": ((c1 - c0) as f64 / wall * 100.0).round() / 100.0,
+            "cpu_percent_max_10s": cpu.iter().copied().fold(0.0, f64::max),
+            "wakeups_per_s": ((s1 - s0) as f64 / wall * 100.0).round() / 100.0,
+            "rss_connected_before_play_kb": rss_connected_kb,
+            "rss_end_kb": rss_end_kb,
+            "rss_anon_end_kb": anon_end_kb,
+            "vm_hwm_kb": hwm_kb,
+            "every_10s": samples,
+            "threads": threads.keys().cloned().collect::<Vec<_>>(),
+            "audio": stats,
+            "stutter_events": ap_events.iter().filter(|n| n.as_str() == "PlaybackStutterStarted").count(),
+            "audioplayer_events": ap_events.len(),
+            "failed": ap_events.iter().any(|n| n.as_str() == "PlaybackFailed"),
+        }))
+    }
+
+    fn avs_time(t: std::time::SystemTime) -> Result<String> {
+        let secs = t.duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        let d = time::OffsetDateTime::from_unix_timestamp(secs as i64)?;
+        Ok(format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+0000",
+            d.year(),
+            u8::from(d.month()),
+            d.day(),
+            d.hour(),
+            d.minute(),
+            d.second()
+        ))
+    }
+
+    /// N timers 3 s apart; lateness of each from its scheduledTime to its first sample handed to
+    /// the device. With `offline`, the sim is stopped once every SetAlert was acknowledged.
+    async fn alerts_phase(
+        sim: Sim,
+        dir: &Path,
+        n: usize,
+        offline: bool,
+        starts: &StartProbe,
+    ) -> Result<Value> {
+        const GAP: Duration = Duration::from_secs(3);
+        std::fs::create_dir_all(dir)?;
+        let spec = sim.spec(
+            dir,
+            "none".into(),
+            if offline {
+                "BENCH-ALERTS-OFF"
+            } else {
+                "BENCH-ALERTS"
+            },
+        );
+        let config = Arc::new(spec.config()?);
+        login(&config).await?;
+        let shutdown = CancellationToken::new();
+        let daemon = Daemon::start(config, shutdown.clone()).await?;
+        let mut link = daemon.link.clone();
+        tokio::time::timeout(
+            Duration::from_secs(15),
+            link.wait_for(|s| *s == LinkState::Connected),
+        )
+        .await
+        .context("alerts: no connection in 15 s")??;
+        let now = std::time::SystemTime::now();
+        let first = std::time::UNIX_EPOCH
+            + Duration::from_secs(now.duration_since(std::time::UNIX_EPOCH)?.as_secs() + 5);
+        let mut scheduled = Vec::new();
+        let mark = sim.handle.recorder.len();
+        for i in 0..n {
+            let at = first + GAP * i as u32;
+            scheduled.push(at);
+            let set = json!({"directive": {"header": {"namespace": "Alerts", "name": "SetAlert",
+                "messageId": format!("bench-set-{i}")},
+                "payload": {"token": format!("bench-{i}"), "type": "TIMER", "scheduledTime": avs_time(at)?}}});
+            sim.handle.admin.push(None, set.to_string()).await?;
+        }
+        for i in 0..n {
+            let token = format!("bench-{i}");
+            sim.handle
+                .recorder
+                .wait_for(
+                    mark,
+                    Duration::from_secs(10),
+                    "Alerts.SetAlertSucceeded",
+                    |r| {
+                        r.event.as_ref().is_some_and(|e| {
+                            e.name == "SetAlertSucceeded" && e.payload["token"] == token.as_str()
+                        })
+                    },
+                )
+                .await?;
+        }
+        let mut link_during = "connected".to_owned();
+        if offline {
+            sim.shutdown.cancel();
+            let down = tokio::time::timeout(
+                Duration::from_secs(4),
+                link.wait_for(|s| *s != LinkState::Connected),
+            )
+            .await;
+            link_during = match down {
+                Ok(Ok(s)) => format!("{:?}", *s),
+                _ => "still connected (the sim did not drop the connection)".into(),
+            };
+        }
+        let mut late = Vec::new();
+        let mut missed = Vec::new();
+        for (i, at) in scheduled.iter().enumerate() {
+            let deadline = Instant::now()
+                + at.duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+                + Duration::from_secs(2);
+            let found = loop {
+                let hit = starts
+                    .0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .find(|t| **t + Duration::from_millis(500) >= *at)
+                    .copied();
+                if let Some(t) = hit {
+                    break Some(t);
+                }
+                if Instant::now() > deadline {
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            };
+            match found {
+                Some(t) => {
+                    late.push(t.duration_since(*at).unwrap_or_default());
+                    if t < *at {
+                        missed.push(format!(
+                            "alert {i} sounded {:?} early",
+                            at.duration_since(t).unwrap_or_default()
+                        ));
+                    }
+                }
+                None => missed.push(format!("alert {i}: no alarm sample within 2 s")),
+            }
+            daemon.dialog.commands.send(DialogCommand::Stop).await?;
+            eprint!(
+                "\ralerts ({}): {}/{n}",
+                if offline { "offline" } else { "connected" },
+                i + 1
+            );
+        }
+        eprintln!();
+        let audio = daemon.audio_stats();
+        shutdown.cancel();
+        daemon.supervise().await?;
+        sim.shutdown.cancel();
+        Ok(json!({
+            "alerts": n,
+            "link_while_firing": link_during,
+            "scheduled_to_first_sample": stage(&late),
+            "problems": missed,
+            "output_underruns": audio.output_underruns,
+        }))
+    }
+
+    // ---------------------------------------------------------------------------------------
     // Child mode and reporting.
 
     fn child_daemon(spec_json: &str) -> Result<()> {
@@ -816,7 +1208,27 @@ play = { text = "Track.", source = "attachment" }
         rt.block_on(async {
             let shutdown = CancellationToken::new();
             let daemon = Daemon::start(config, shutdown.clone()).await?;
-            tokio::spawn(avsd::service::stop_on_signal(shutdown));
+            if let Some(path) = spec.stats_file {
+                // The supervisor only reports to systemd; the daemon's tasks already run.
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                term.recv().await;
+                let a = daemon.audio_stats();
+                let stats = json!({
+                    "output_underruns": a.output_underruns,
+                    "output_underrun_frames": a.output_underrun_frames,
+                    "stutters": a.stutters,
+                    "stutter_frames": a.stutter_frames,
+                    "decode_corrupt_packets": a.decode_corrupt_packets,
+                    "output_frames": a.output_frames,
+                    "output_rate": a.output.as_ref().map(|o| o.rate),
+                    "stream_errors": a.stream_errors,
+                });
+                std::fs::write(path, stats.to_string())?;
+                shutdown.cancel();
+            } else {
+                tokio::spawn(avsd::service::stop_on_signal(shutdown));
+            }
             daemon.supervise().await?;
             anyhow::Ok(())
         })
@@ -855,7 +1267,8 @@ play = { text = "Track.", source = "attachment" }
             return child_daemon(spec);
         }
         let probe = speak_probe::SpeakProbe::default();
-        install_tracing(&probe);
+        let starts = StartProbe::default();
+        install_tracing(&probe, &starts);
         let dir = std::env::temp_dir().join(format!("avsd-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -863,10 +1276,25 @@ play = { text = "Track.", source = "attachment" }
             .build()?;
         let report = rt.block_on(async {
             let mut report = json!({
-                "bench": if args.soak.is_some() { "avsd-soak" } else { "avsd-dialog" },
+                "bench": if args.soak.is_some() { "avsd-soak" } else if args.player { "avsd-player" } else { "avsd-dialog" },
                 "command": std::env::args().collect::<Vec<_>>().join(" "),
             });
-            if let Some(n) = args.soak {
+            if args.player {
+                if args.stream_minutes > 0.0 {
+                    let sim = start_sim("[[turn]]\nreject = true\n", &dir).await?;
+                    report["stream"] =
+                        stream_phase(&sim, &dir.join("stream"), args.stream_minutes).await?;
+                    sim.shutdown.cancel();
+                }
+                if args.alerts > 0 {
+                    for (key, offline) in [("alerts_connected", false), ("alerts_offline", true)] {
+                        let sim = start_sim("[[turn]]\nreject = true\n", &dir.join(key)).await?;
+                        report[key] =
+                            alerts_phase(sim, &dir.join(key), args.alerts, offline, &starts)
+                                .await?;
+                    }
+                }
+            } else if let Some(n) = args.soak {
                 let sim = start_sim(SOAK_SCENARIO, &dir).await?;
                 report["soak"] = soak(&sim, &dir.join("soak"), n).await?;
                 sim.shutdown.cancel();

@@ -20,6 +20,8 @@ fn engine(out: &std::path::Path, input: &str) -> AudioEngine {
         input: input.into(),
         output: format!("wav:{}", out.display()),
         output_rate: Some(48_000),
+        // The pre-roll test needs the mic running before anyone listens.
+        keep_mic_open: true,
         ..AudioConfig::default()
     })
     .unwrap()
