@@ -807,6 +807,13 @@ play = { text = "Track.", source = "attachment" }
     // ---------------------------------------------------------------------------------------
     // Soak.
 
+    /// Open descriptors once the last control-socket request has been closed on both sides
+    /// (the daemon drops its end a moment after the answer).
+    async fn settled_fds(pid: u32) -> Result<usize> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        open_fds(pid)
+    }
+
     async fn soak(sim: &Sim, dir: &Path, n: usize) -> Result<Value> {
         std::fs::create_dir_all(dir)?;
         let mic = dir.join("mic.wav");
@@ -817,6 +824,7 @@ play = { text = "Track.", source = "attachment" }
         let fds_start = open_fds(pid)?;
         let rss_start_kb = status_kb(pid, "VmRSS:")?;
         let mut rss_at_10_kb = None;
+        let mut fds_at_10 = None;
         let mut failures = Vec::new();
         let started = Instant::now();
         for i in 0..n {
@@ -851,12 +859,13 @@ play = { text = "Track.", source = "attachment" }
             }
             if i + 1 == 10.min(n) {
                 rss_at_10_kb = Some(status_kb(pid, "VmRSS:")?);
+                fds_at_10 = Some(settled_fds(pid).await?);
             }
             eprint!("\rsoak dialog {}/{n}, {} failed", i + 1, failures.len());
         }
         eprintln!();
         let rss_end_kb = status_kb(pid, "VmRSS:")?;
-        let fds_end = open_fds(pid)?;
+        let fds_end = settled_fds(pid).await?;
         let hwm_kb = status_kb(pid, "VmHWM:")?;
         child.stop()?;
         let growth = rss_at_10_kb.map(|r| rss_end_kb as i64 - r as i64);
@@ -871,6 +880,7 @@ play = { text = "Track.", source = "attachment" }
             "rss_growth_10_to_n_kb": growth,
             "vm_hwm_kb": hwm_kb,
             "fds_start": fds_start,
+            "fds_after_dialog_10": fds_at_10,
             "fds_end": fds_end,
             "mic_file_bytes_in_memory": mic_bytes,
         }))
