@@ -4,7 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use serde::Serialize;
@@ -38,23 +38,39 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T, mode: u32) -> Result<(),
         path: path.display().to_string(),
         source,
     };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(err)?;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let text = serde_json::to_vec_pretty(value).map_err(|e| err(std::io::Error::other(e)))?;
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(&text).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(err)?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
-    Ok(())
+    write_bytes(path, &text, mode).map_err(err)
+}
+
+/// Replaces `path` with `bytes` atomically (the directory is created if needed). The file gets
+/// `mode` even when a stale temp file from a crash is reused; the temp file is removed when
+/// anything fails.
+pub fn write_bytes(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// Reads JSON from `path`; `Ok(None)` when the file does not exist.

@@ -3,9 +3,7 @@
 //! fsync the directory) with mode 0600, so a crash or power cut leaves either the old or the new
 //! file and nobody else on the box can read the tokens. Owns nothing else.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -115,29 +113,9 @@ pub fn save(state_dir: &Path, tokens: &StoredTokens) -> Result<(), TokenStoreErr
         path: path.clone(),
         source,
     };
-    fs::create_dir_all(state_dir).map_err(write_err)?;
-    let tmp = state_dir.join(format!(".{TOKEN_FILE}.{}.tmp", std::process::id()));
     let json =
         serde_json::to_vec_pretty(tokens).map_err(|e| write_err(std::io::Error::other(e)))?;
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        // An existing temp file keeps its old mode through open(); force it.
-        f.set_permissions(fs::Permissions::from_mode(0o600))?;
-        f.write_all(&json)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, &path)?;
-        File::open(state_dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(write_err)
+    crate::persist::write_bytes(&path, &json, 0o600).map_err(write_err)
 }
 
 /// Removes the token file; a missing file is fine.
@@ -157,6 +135,7 @@ pub fn remove(state_dir: &Path) -> Result<(), TokenStoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn temp_dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("avsd-ts-{name}-{}", std::process::id()));

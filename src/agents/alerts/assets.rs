@@ -6,9 +6,7 @@
 //! when it fires, or plays the bundled alarm offline).
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -111,32 +109,13 @@ pub fn retain(dir: &Path, keep: &HashSet<String>) -> usize {
     removed
 }
 
-/// Writes `bytes` as the copy of `url`: temp file, fsync, rename, fsync the directory.
+/// Writes `bytes` as the copy of `url`, atomically.
 fn store(dir: &Path, url: &str, bytes: &[u8]) -> Result<PathBuf, AssetError> {
     let path = path_for(dir, url);
-    let err = |source| AssetError::Write {
+    crate::persist::write_bytes(&path, bytes, 0o600).map_err(|source| AssetError::Write {
         path: path.display().to_string(),
         source,
-    };
-    fs::create_dir_all(dir).map_err(err)?;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, &path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(err)?;
+    })?;
     Ok(path)
 }
 
