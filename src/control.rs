@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::audio_player::Button;
@@ -196,18 +196,9 @@ async fn command(dialog: &DialogHandle, cmd: DialogCommand) -> Value {
 }
 
 async fn status(dialog: &DialogHandle, link: &watch::Receiver<LinkState>) -> Value {
-    let (tx, rx) = oneshot::channel();
-    if dialog
-        .commands
-        .send(DialogCommand::Status(tx))
-        .await
-        .is_err()
-    {
-        return json!({"ok": false, "error": "the dialog core is not running"});
-    }
-    match rx.await {
-        Ok(s) => json!({"ok": true, "link": link_name(&link.borrow()), "dialog": s}),
-        Err(_) => json!({"ok": false, "error": "no answer from the dialog core"}),
+    match dialog.status().await {
+        Some(s) => json!({"ok": true, "link": link_name(&link.borrow()), "dialog": s}),
+        None => json!({"ok": false, "error": "the dialog core is not running"}),
     }
 }
 

@@ -86,6 +86,15 @@ pub struct DialogHandle {
     pub attention: watch::Receiver<Attention>,
 }
 
+impl DialogHandle {
+    /// The dialog core's current status; `None` when it is not running (or did not answer).
+    pub async fn status(&self) -> Option<DialogStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(DialogCommand::Status(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
 /// Everything the dialog core needs from the rest of the daemon.
 pub struct DialogDeps {
     pub config: std::sync::Arc<Config>,

@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::input::{
@@ -277,18 +276,9 @@ async fn send(dialog: &DialogHandle, output: ButtonOutput, volume_step: u8) -> b
             ButtonAction::VolumeDown => DialogCommand::Volume(VolumeCommand::Adjust(-step)),
             ButtonAction::Mute => {
                 // A toggle: the dialog core owns the mute state, so ask it.
-                let (tx, rx) = oneshot::channel();
-                if dialog
-                    .commands
-                    .send(DialogCommand::Status(tx))
-                    .await
-                    .is_err()
-                {
-                    return false;
-                }
-                match rx.await {
-                    Ok(status) => DialogCommand::Volume(VolumeCommand::Mute(!status.muted)),
-                    Err(_) => return false,
+                match dialog.status().await {
+                    Some(status) => DialogCommand::Volume(VolumeCommand::Mute(!status.muted)),
+                    None => return false,
                 }
             }
             ButtonAction::Play => DialogCommand::Button(Button::Play),
