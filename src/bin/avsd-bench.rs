@@ -531,16 +531,8 @@ play = { text = "Track.", source = "attachment" }
         login(&cold_config).await?;
         let mut cold = Vec::new();
         for _ in 0..args.cold_starts {
-            let shutdown = CancellationToken::new();
             let t0 = Instant::now();
-            let daemon = Daemon::start(cold_config.clone(), shutdown.clone()).await?;
-            let mut link = daemon.link.clone();
-            tokio::time::timeout(
-                Duration::from_secs(15),
-                link.wait_for(|s| *s == LinkState::Connected),
-            )
-            .await
-            .context("cold start: no connection in 15 s")??;
+            let (daemon, shutdown) = start_connected(cold_config.clone(), "cold start").await?;
             cold.push(t0.elapsed());
             shutdown.cancel();
             daemon.supervise().await?;
@@ -551,15 +543,7 @@ play = { text = "Track.", source = "attachment" }
         let spec = sim.spec(dir, format!("wav:{}", mic.display()), "BENCH-DIALOG");
         let config = Arc::new(spec.config()?);
         login(&config).await?;
-        let shutdown = CancellationToken::new();
-        let daemon = Daemon::start(config, shutdown.clone()).await?;
-        let mut link = daemon.link.clone();
-        tokio::time::timeout(
-            Duration::from_secs(15),
-            link.wait_for(|s| *s == LinkState::Connected),
-        )
-        .await
-        .context("no connection in 15 s")??;
+        let (daemon, shutdown) = start_connected(config, "dialogs").await?;
         let mut stages = Stages::default();
         for i in 0..args.dialogs {
             match one_dialog(&daemon).await {
@@ -812,6 +796,23 @@ play = { text = "Track.", source = "attachment" }
     async fn settled_fds(pid: u32) -> Result<usize> {
         tokio::time::sleep(Duration::from_millis(300)).await;
         open_fds(pid)
+    }
+
+    /// Starts the daemon in this process and waits (15 s at most) for it to be connected.
+    async fn start_connected(
+        config: Arc<avsd::config::Config>,
+        what: &str,
+    ) -> Result<(Daemon, CancellationToken)> {
+        let shutdown = CancellationToken::new();
+        let daemon = Daemon::start(config, shutdown.clone()).await?;
+        let mut link = daemon.link.clone();
+        tokio::time::timeout(
+            Duration::from_secs(15),
+            link.wait_for(|s| *s == LinkState::Connected),
+        )
+        .await
+        .with_context(|| format!("{what}: no connection in 15 s"))??;
+        Ok((daemon, shutdown))
     }
 
     async fn soak(sim: &Sim, dir: &Path, n: usize) -> Result<Value> {
@@ -1100,15 +1101,8 @@ play = { text = "Track.", source = "attachment" }
         );
         let config = Arc::new(spec.config()?);
         login(&config).await?;
-        let shutdown = CancellationToken::new();
-        let daemon = Daemon::start(config, shutdown.clone()).await?;
+        let (daemon, shutdown) = start_connected(config, "alerts").await?;
         let mut link = daemon.link.clone();
-        tokio::time::timeout(
-            Duration::from_secs(15),
-            link.wait_for(|s| *s == LinkState::Connected),
-        )
-        .await
-        .context("alerts: no connection in 15 s")??;
         let now = std::time::SystemTime::now();
         let first = std::time::UNIX_EPOCH
             + Duration::from_secs(now.duration_since(std::time::UNIX_EPOCH)?.as_secs() + 5);
