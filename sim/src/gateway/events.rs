@@ -212,53 +212,35 @@ pub async fn serve(
     if name == "SpeechRecognizer.ExpectSpeechTimedOut" {
         // A skill session waiting for an answer reprompts once, else ends (skill.rs decides);
         // whatever it says goes on this event's response.
-        let (sink, directives) = tokio::sync::mpsc::channel(4);
         let live = shared.live.clone();
         let serial = grant.device_serial.clone();
-        let producer = tokio::spawn(async move {
-            crate::skill::expect_speech_timed_out(&live, &serial, sink)
-                .await
-                .map(|_still_open| ())
-        });
-        let streamed = super::response::stream_turn(
+        answer_with(
             &shared,
             &conn,
             seq,
             &mut respond,
-            None,
-            producer,
-            directives,
-            false,
+            &name,
+            |sink| async move {
+                crate::skill::expect_speech_timed_out(&live, &serial, sink)
+                    .await
+                    .map(|_still_open| ())
+            },
         )
         .await;
-        if let Err(e) = streamed {
-            tracing::info!(error = %e, "ExpectSpeechTimedOut answer ended early");
-        }
         return;
     }
     if let Some(turn) = shared.config.scenario.on_event.get(&name).cloned() {
         // The scenario answers this event (e.g. a transport button) on its response stream.
-        let (sink, directives) = tokio::sync::mpsc::channel(4);
         let ctx = crate::turn::TurnContext {
             dialog_request_id: String::new(),
             device_serial: grant.device_serial.clone(),
             client_id: grant.client_id.clone(),
         };
-        let producer = tokio::spawn(crate::turn::run(shared.clone(), ctx, turn, sink));
-        let streamed = super::response::stream_turn(
-            &shared,
-            &conn,
-            seq,
-            &mut respond,
-            None,
-            producer,
-            directives,
-            false,
-        )
+        let turn_shared = shared.clone();
+        answer_with(&shared, &conn, seq, &mut respond, &name, |sink| {
+            crate::turn::run(turn_shared, ctx, turn, sink)
+        })
         .await;
-        if let Err(e) = streamed {
-            tracing::info!(error = %e, event = %name, "event answer ended early");
-        }
         return;
     }
     shared.recorder.set_status(seq, 204);
@@ -314,4 +296,29 @@ async fn finish(
 ) {
     shared.recorder.set_status(seq, status.as_u16());
     respond_exception(respond, status, why).await;
+}
+
+/// Answers event `seq` on its own response stream with whatever `produce` sends to its sink
+/// (a skill's reprompt, a scripted answer to a button), ending when the producer is done.
+async fn answer_with<F, Fut, E>(
+    shared: &Shared,
+    conn: &ConnCtx,
+    seq: usize,
+    respond: &mut SendResponse<Bytes>,
+    event: &str,
+    produce: F,
+) where
+    F: FnOnce(crate::turn::TurnSink) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let (sink, directives) = tokio::sync::mpsc::channel(4);
+    let producer = tokio::spawn(produce(sink));
+    let streamed = super::response::stream_turn(
+        shared, conn, seq, respond, None, producer, directives, false,
+    )
+    .await;
+    if let Err(e) = streamed {
+        tracing::info!(error = %e, %event, "event answer ended early");
+    }
 }
