@@ -289,17 +289,29 @@ async fn follow(path: &Path) -> ExitCode {
 }
 
 /// Installs logging: journald when run by systemd, stderr otherwise.
+///
+/// `RUST_LOG` takes `level` and `target=level` directives separated by commas (tracing's
+/// `Targets` syntax: no span or field filters, which would pull a regex engine onto the device).
 pub fn init_logging(verbose: u8, default_level: &str) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::{EnvFilter, Layer};
     let level = match verbose {
-        0 => default_level,
-        1 => "debug",
-        _ => "trace",
+        0 => default_level.parse().unwrap_or(LevelFilter::INFO),
+        1 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
     };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},h2=info,rustls=info,hyper=info")));
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let parsed = from_env.as_deref().map(str::parse::<Targets>);
+    let filter = match &parsed {
+        Some(Ok(targets)) => targets.clone(),
+        _ => Targets::new()
+            .with_default(level)
+            .with_targets(["h2", "rustls", "hyper"].map(|t| (t, LevelFilter::INFO))),
+    };
     let journald = std::env::var_os("JOURNAL_STREAM").and_then(|_| {
         tracing_journald::layer()
             .ok()
@@ -314,4 +326,7 @@ pub fn init_logging(verbose: u8, default_level: &str) {
         .with(journald.map(|j| j.with_filter(filter.clone())))
         .with(stderr.map(|s| s.with_filter(filter)))
         .try_init();
+    if let Some(Err(e)) = parsed {
+        tracing::warn!(error = %e, "RUST_LOG not understood (use level or target=level, comma-separated); using the default filter");
+    }
 }
