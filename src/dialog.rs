@@ -722,7 +722,7 @@ impl DialogCore {
     fn apply_focus(&mut self, changes: Vec<crate::focus::FocusChange>) {
         for change in changes {
             if change.channel == Channel::Alerts {
-                for o in self.alerts.on_focus(change.focus) {
+                for o in self.alerts.on_focus(change.focus, Instant::now()) {
                     if let AgentOutput::Event(e) = o {
                         self.send(e);
                     }

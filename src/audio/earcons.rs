@@ -9,6 +9,9 @@ const END_OF_LISTENING: &[u8] = include_bytes!("../../assets/earcons/end_of_list
 const ERROR: &[u8] = include_bytes!("../../assets/earcons/error.wav");
 const OFFLINE: &[u8] = include_bytes!("../../assets/earcons/offline.wav");
 const ALARM: &[u8] = include_bytes!("../../assets/earcons/alarm.wav");
+const TIMER: &[u8] = include_bytes!("../../assets/earcons/timer.wav");
+const REMINDER: &[u8] = include_bytes!("../../assets/earcons/reminder.wav");
+const ALERT_SHORT: &[u8] = include_bytes!("../../assets/earcons/alert_short.wav");
 
 /// The WAV file of an earcon.
 pub fn wav_bytes(earcon: Earcon) -> &'static [u8] {
@@ -18,6 +21,9 @@ pub fn wav_bytes(earcon: Earcon) -> &'static [u8] {
         Earcon::Error => ERROR,
         Earcon::Offline => OFFLINE,
         Earcon::Alarm => ALARM,
+        Earcon::Timer => TIMER,
+        Earcon::Reminder => REMINDER,
+        Earcon::AlertShort => ALERT_SHORT,
     }
 }
 
@@ -34,6 +40,9 @@ mod tests {
             Earcon::Error,
             Earcon::Offline,
             Earcon::Alarm,
+            Earcon::Timer,
+            Earcon::Reminder,
+            Earcon::AlertShort,
         ] {
             let s =
                 decode_stream(std::io::Cursor::new(wav_bytes(e)), None, |_, _, _| Ok(())).unwrap();

@@ -227,6 +227,10 @@ pub enum Earcon {
     Error,
     Offline,
     Alarm,
+    Timer,
+    Reminder,
+    /// A sounding alert's reminder while a dialog holds the foreground.
+    AlertShort,
 }
 
 /// Caller-chosen identity of an enqueued source.

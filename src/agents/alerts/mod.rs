@@ -28,6 +28,9 @@ use crate::persist;
 
 /// An alert without loopCount sounds for at most this long (the reference client's cap).
 const MAX_RENDER: Duration = Duration::from_secs(3600);
+/// An alert sounding this long has been heard: going into the background, it waits one loop
+/// pause before its background sound (one that fires under a dialog starts it at once).
+const HEARD_AFTER: Duration = Duration::from_secs(1);
 /// Level of an alert pushed to the background by a dialog.
 const BACKGROUND_GAIN: f32 = 0.25;
 
@@ -43,6 +46,12 @@ struct Sounding {
     assets: Vec<String>,
     /// Which asset plays next within the current loop.
     asset_index: usize,
+    /// `backgroundAlertAsset`'s URL.
+    background_asset: Option<String>,
+    /// A dialog holds the foreground: the background sound loops instead of `assets`.
+    background: bool,
+    /// The bundled sound when the alert has no (playable) assets.
+    fallback: Earcon,
     /// An asset could not be played: the bundled alarm takes over for the rest of the alert.
     assets_failed: bool,
     /// What is playing now came from `assets`.
@@ -138,7 +147,12 @@ impl Alerts {
     /// Downloads the alert's assets into the cache in the background.
     fn prefetch(&self, alert: &Alert) {
         if let Some(fetcher) = &self.fetcher {
-            let urls = alert.assets.iter().map(|a| a.url.clone()).collect();
+            let mut urls: Vec<String> = Vec::new();
+            for url in alert.asset_urls() {
+                if !urls.iter().any(|u| u == url) {
+                    urls.push(url.to_owned());
+                }
+            }
             assets::prefetch(fetcher, &self.asset_dir, &alert.token, urls);
         }
     }
@@ -148,7 +162,7 @@ impl Alerts {
         let keep: HashSet<String> = self
             .scheduler
             .alerts()
-            .flat_map(|a| a.assets.iter().map(|x| x.url.clone()))
+            .flat_map(|a| a.asset_urls().map(str::to_owned))
             .collect();
         let removed = assets::retain(&self.asset_dir, &keep);
         if removed > 0 {
@@ -184,19 +198,23 @@ impl Alerts {
         } else {
             set.asset_play_order.iter().collect()
         };
-        let assets = order
-            .into_iter()
-            .filter_map(|id| set.assets.iter().find(|a| &a.asset_id == id))
-            .map(|a| Asset {
-                id: a.asset_id.clone(),
-                url: a.url.clone(),
-            })
-            .collect();
+        let asset = |id: &String| {
+            set.assets
+                .iter()
+                .find(|a| &a.asset_id == id)
+                .map(|a| Asset {
+                    id: a.asset_id.clone(),
+                    url: a.url.clone(),
+                })
+        };
+        let assets = order.into_iter().filter_map(asset).collect();
+        let background_asset = set.background_alert_asset.as_ref().and_then(asset);
         let alert = Alert {
             token: set.token.clone(),
             kind: AlertKind::parse(&set.kind),
             scheduled,
             assets,
+            background_asset,
             loop_count: set.loop_count,
             loop_pause_ms: set.loop_pause_in_milliseconds,
         };
@@ -335,6 +353,13 @@ impl Alerts {
                         next_loop_at: None,
                         assets: a.assets.iter().map(|x| x.url.clone()).collect(),
                         asset_index: 0,
+                        background_asset: a.background_asset.as_ref().map(|x| x.url.clone()),
+                        background: false,
+                        fallback: match a.kind {
+                            AlertKind::Timer => Earcon::Timer,
+                            AlertKind::Alarm => Earcon::Alarm,
+                            AlertKind::Reminder => Earcon::Reminder,
+                        },
                         assets_failed: false,
                         playing_asset: false,
                     });
@@ -357,19 +382,27 @@ impl Alerts {
     }
 
     /// Plays the next asset of the alert (the cached copy; streamed when there is none), or the
-    /// bundled alarm when it has none or they fail.
+    /// bundled sound of its type when it has none or they fail. In the background (a dialog
+    /// holds the foreground) it plays `backgroundAlertAsset`, else the short bundled sound, as
+    /// the reference client does.
     fn render(&mut self, id: SourceId) -> Option<Rendering> {
         let s = self.sounding.as_mut()?;
         s.source = Some(id);
-        let asset = if s.assets_failed {
+        let url = if s.assets_failed {
             None
+        } else if s.background {
+            s.background_asset.as_ref()
         } else {
-            s.assets
-                .get(s.asset_index)
-                .and_then(|url| open_asset(&self.asset_dir, self.fetcher.as_ref(), url))
+            s.assets.get(s.asset_index)
         };
+        let asset = url.and_then(|url| open_asset(&self.asset_dir, self.fetcher.as_ref(), url));
         s.playing_asset = asset.is_some();
-        let source = asset.unwrap_or(Source::Earcon(Earcon::Alarm));
+        let bundled = if s.background {
+            Earcon::AlertShort
+        } else {
+            s.fallback
+        };
+        let source = asset.unwrap_or(Source::Earcon(bundled));
         let updates = self.playback.enqueue(Channel::Alerts, id, source);
         Some(Rendering {
             source: id,
@@ -404,7 +437,7 @@ impl Alerts {
                     return Vec::new();
                 };
                 s.source = None;
-                if s.playing_asset && s.asset_index + 1 < s.assets.len() {
+                if s.playing_asset && !s.background && s.asset_index + 1 < s.assets.len() {
                     // The next asset of the same loop follows at once.
                     s.asset_index += 1;
                     s.next_loop_at = Some(now_instant);
@@ -424,11 +457,31 @@ impl Alerts {
         }
     }
 
-    /// The Alerts channel's focus changed.
-    pub fn on_focus(&mut self, focus: Focus) -> Vec<AgentOutput> {
-        let Some(t) = self.sounding.as_ref().map(|s| s.token.clone()) else {
+    /// The Alerts channel's focus changed: the sound switches between the alert's own sequence
+    /// (foreground) and its background sound, restarting at once, or after the loop pause when
+    /// the alert had already been heard going into the background.
+    pub fn on_focus(&mut self, focus: Focus, now_instant: Instant) -> Vec<AgentOutput> {
+        let Some(s) = self.sounding.as_mut() else {
             return Vec::new();
         };
+        let t = s.token.clone();
+        let background = focus == Focus::Background;
+        if focus != Focus::None && s.background != background {
+            let heard = s.loops_done > 0
+                || s.asset_index > 0
+                || now_instant.duration_since(s.started) >= HEARD_AFTER;
+            if let Some(id) = s.source.take() {
+                self.playback.stop(id);
+            }
+            s.background = background;
+            s.asset_index = 0;
+            let pause = if background && heard {
+                s.loop_pause
+            } else {
+                Duration::ZERO
+            };
+            s.next_loop_at = Some(now_instant + pause);
+        }
         match focus {
             Focus::Foreground => {
                 self.playback

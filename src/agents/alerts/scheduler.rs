@@ -54,6 +54,10 @@ pub struct Alert {
     /// Assets in play order (empty: the bundled alarm sound).
     #[serde(default)]
     pub assets: Vec<Asset>,
+    /// What plays while a dialog holds the foreground (`backgroundAlertAsset`; none: the
+    /// bundled short alert sound).
+    #[serde(default)]
+    pub background_asset: Option<Asset>,
     #[serde(default)]
     pub loop_count: Option<u32>,
     #[serde(default)]
@@ -62,6 +66,14 @@ pub struct Alert {
 
 impl Alert {
     /// `scheduledTime` as AVS writes it: `2024-05-02T06:30:00+0000`.
+    /// Every asset URL the alert may play (foreground sequence and background sound).
+    pub fn asset_urls(&self) -> impl Iterator<Item = &str> {
+        self.assets
+            .iter()
+            .chain(self.background_asset.as_ref())
+            .map(|a| a.url.as_str())
+    }
+
     pub fn scheduled_time_avs(&self) -> String {
         let t = self.scheduled.to_offset(time::UtcOffset::UTC);
         format!(
@@ -218,6 +230,7 @@ mod tests {
             scheduled: at,
             assets: vec![],
             loop_count: None,
+            background_asset: None,
             loop_pause_ms: None,
         }
     }
