@@ -9,7 +9,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
-mod link_support;
 
 use std::time::{Duration, Instant};
 
@@ -317,7 +316,7 @@ async fn unanswered_pings_tear_the_connection_down_and_it_comes_back() {
 
 /// The cloud endpoint dies in the middle of a Recognize and comes back on the same port. avs-sim
 /// makes a fresh CA and token store at every process start (which no real AVS restart does), so
-/// the restart is modelled by the TCP relay of `link_support`: every connection is cut, the port
+/// the restart is modelled by avs-sim's TCP relay (`avs_sim::relay`): every connection is cut, the port
 /// refuses connections for a while, then the same sim answers again on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_killed_mid_recognize_and_restarted_on_the_same_port() {
@@ -329,13 +328,13 @@ async fn cloud_killed_mid_recognize_and_restarted_on_the_same_port() {
     )
     .parse()
     .expect("sim addr");
-    let mut relay = link_support::Proxy::start(addr).await;
+    let mut relay = avs_sim::relay::Relay::start(addr).await.unwrap();
     let dir = test_dir("fault-restart");
     let out = format!("wav:{}", dir.join("out.wav").display());
     let input = format!("wav:{}", utterance_path().display());
     let mut cfg = config(&sim, &dir, &input, &out);
-    cfg.cloud.endpoint = relay.url();
-    cfg.cloud.lwa_url = relay.url();
+    cfg.cloud.endpoint = relay.url().unwrap();
+    cfg.cloud.lwa_url = relay.url().unwrap();
     let mut device = start_device(cfg).await;
 
     device
@@ -367,7 +366,7 @@ async fn cloud_killed_mid_recognize_and_restarted_on_the_same_port() {
     wait_disconnected(&device).await;
     set_volumes(&device, &[61, 62, 63]).await;
     tokio::time::sleep(Duration::from_millis(300)).await; // the outage itself
-    relay.restart().await;
+    relay.restart().await.unwrap();
     let t1 = Instant::now();
     let back = wait_reconnected(&sim, &device, mark).await;
     report("cloud_restart (from the port listening again)", back - t1);

@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-mod link_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -126,9 +125,9 @@ async fn offline_events_survive(name: &str, how: Stop) {
     )
     .parse()
     .expect("sim addr");
-    let mut relay = link_support::Proxy::start(addr).await;
+    let mut relay = avs_sim::relay::Relay::start(addr).await.unwrap();
     let dir = test_dir(name);
-    let config_path = write_config(&sim, &relay.url(), &dir);
+    let config_path = write_config(&sim, &relay.url().unwrap(), &dir);
     login(&avsd::config::Config::load(&config_path).expect("config")).await;
 
     let mut first = spawn(&config_path, &dir.join("first.log"));
@@ -198,7 +197,7 @@ async fn offline_events_survive(name: &str, how: Stop) {
     ) & 0o777;
     assert_eq!(mode, 0o600);
 
-    relay.restart().await;
+    relay.restart().await.unwrap();
     let mark = sim.recorder.len();
     let mut second = spawn(&config_path, &dir.join("second.log"));
     sim.recorder
