@@ -26,12 +26,8 @@ const QUICK: &str = "[[turn]]\nfinal_speech = \"Okay.\"\n";
 async fn set_volumes(device: &Device, volumes: &[u8]) {
     for v in volumes {
         device
-            .daemon
-            .dialog
-            .commands
-            .send(DialogCommand::Volume(VolumeCommand::Set(*v)))
-            .await
-            .expect("volume command");
+            .command(DialogCommand::Volume(VolumeCommand::Set(*v)))
+            .await;
     }
 }
 
@@ -113,13 +109,7 @@ async fn wait_disconnected(device: &Device) {
 /// Checks that the daemon survived (the dialog core answers, no task died), then stops it.
 async fn stop_alive(device: Device) {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    device
-        .daemon
-        .dialog
-        .commands
-        .send(DialogCommand::Status(tx))
-        .await
-        .expect("the dialog core takes commands");
+    device.command(DialogCommand::Status(tx)).await;
     tokio::time::timeout(Duration::from_secs(5), rx)
         .await
         .expect("the dialog core answers in time")
@@ -144,12 +134,11 @@ fn report(name: &str, took: Duration) {
 async fn connection_fault(name: &str, fault: Fault) {
     let sim = sim(QUICK).await;
     let dir = test_dir(&format!("fault-{name}"));
-    let out = format!("wav:{}", dir.join("out.wav").display());
-    let device = start_device(config(&sim, &dir, "none", &out)).await;
+    let device = start_device(speaker_config(&sim, &dir)).await;
     let mark = sim.recorder.len();
     let t0 = Instant::now();
     assert_eq!(
-        sim.admin.fault(&fault).await.expect("fault"),
+        arm_fault(&sim, &fault).await,
         1,
         "{name} reached the device"
     );
@@ -187,19 +176,19 @@ async fn dropped_tcp_connection_reconnects_and_delivers_queued_events_once() {
 async fn event_403_refreshes_the_token_through_lwa_and_the_event_goes_once() {
     let sim = sim(QUICK).await;
     let dir = test_dir("fault-403");
-    let out = format!("wav:{}", dir.join("out.wav").display());
-    let device = start_device(config(&sim, &dir, "none", &out)).await;
+    let device = start_device(speaker_config(&sim, &dir)).await;
     let tokens = dir.join("state").join(avsd::auth::token_store::TOKEN_FILE);
     let before = std::fs::read_to_string(&tokens).expect("token file");
     let mark = sim.recorder.len();
     let t0 = Instant::now();
-    sim.admin
-        .fault(&Fault::FailEvents {
+    arm_fault(
+        &sim,
+        &Fault::FailEvents {
             status: 403,
             count: 1,
-        })
-        .await
-        .expect("arm 403");
+        },
+    )
+    .await;
     set_volumes(&device, &[31, 32]).await;
     assert_volumes_once_in_order(&sim, &device, mark, &[31, 32]).await;
     println!(
@@ -233,14 +222,10 @@ async fn event_403_refreshes_the_token_through_lwa_and_the_event_goes_once() {
 async fn throttled(status: u16) {
     let sim = sim(QUICK).await;
     let dir = test_dir(&format!("fault-{status}"));
-    let out = format!("wav:{}", dir.join("out.wav").display());
-    let device = start_device(config(&sim, &dir, "none", &out)).await;
+    let device = start_device(speaker_config(&sim, &dir)).await;
     let mark = sim.recorder.len();
     let t0 = Instant::now();
-    sim.admin
-        .fault(&Fault::FailEvents { status, count: 2 })
-        .await
-        .expect("arm");
+    arm_fault(&sim, &Fault::FailEvents { status, count: 2 }).await;
     set_volumes(&device, &[41, 42, 43]).await;
     assert_volumes_once_in_order(&sim, &device, mark, &[41, 42, 43]).await;
     println!(
@@ -273,27 +258,20 @@ async fn events_answered_503_are_retried_and_arrive_once_in_order() {
 async fn unanswered_pings_tear_the_connection_down_and_it_comes_back() {
     let sim = sim(QUICK).await;
     let dir = test_dir("fault-ping");
-    let out = format!("wav:{}", dir.join("out.wav").display());
-    let mut cfg = config(&sim, &dir, "none", &out);
+    let mut cfg = speaker_config(&sim, &dir);
     cfg.cloud.ping_idle = Duration::from_millis(500);
     cfg.cloud.ping_timeout = Duration::from_millis(500);
     let device = start_device(cfg).await;
     let mark = sim.recorder.len();
     let t0 = Instant::now();
-    sim.admin
-        .fault(&Fault::SilencePings { enabled: true })
-        .await
-        .expect("silence pings");
+    arm_fault(&sim, &Fault::SilencePings { enabled: true }).await;
     wait_disconnected(&device).await;
     println!(
         "fault silent_pings: teardown noticed after {:.1} ms",
         t0.elapsed().as_secs_f64() * 1000.0
     );
     set_volumes(&device, &[51, 52]).await;
-    sim.admin
-        .fault(&Fault::SilencePings { enabled: false })
-        .await
-        .expect("answer pings again");
+    arm_fault(&sim, &Fault::SilencePings { enabled: false }).await;
     let t1 = Instant::now();
     let back = wait_reconnected(&sim, &device, mark).await;
     report("silent_pings (from pings answered again)", back - t1);
@@ -321,29 +299,16 @@ async fn unanswered_pings_tear_the_connection_down_and_it_comes_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_killed_mid_recognize_and_restarted_on_the_same_port() {
     let sim = sim(QUICK).await;
-    let addr: std::net::SocketAddr = format!(
-        "{}:{}",
-        sim.url.host_str().expect("host"),
-        sim.url.port().expect("port")
-    )
-    .parse()
-    .expect("sim addr");
-    let mut relay = avs_sim::relay::Relay::start(addr).await.unwrap();
+    let mut relay = avs_sim::relay::Relay::start(sim.addr().unwrap())
+        .await
+        .unwrap();
     let dir = test_dir("fault-restart");
-    let out = format!("wav:{}", dir.join("out.wav").display());
-    let input = format!("wav:{}", utterance_path().display());
-    let mut cfg = config(&sim, &dir, &input, &out);
+    let mut cfg = utterance_config(&sim, &dir);
     cfg.cloud.endpoint = relay.url().unwrap();
     cfg.cloud.lwa_url = relay.url().unwrap();
     let mut device = start_device(cfg).await;
 
-    device
-        .daemon
-        .dialog
-        .commands
-        .send(DialogCommand::Listen)
-        .await
-        .expect("listen");
+    device.command(DialogCommand::Listen).await;
     device
         .wait_step("first frame", WAIT, |s| {
             matches!(s, DialogStep::FirstFrameSent)

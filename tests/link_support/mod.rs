@@ -50,10 +50,7 @@ impl Sim {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        let host = self.handle.url.host_str().unwrap();
-        format!("{host}:{}", self.handle.url.port().unwrap())
-            .parse()
-            .unwrap()
+        self.handle.addr().unwrap()
     }
 
     pub fn tls(&self) -> Arc<rustls::ClientConfig> {
