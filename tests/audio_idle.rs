@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use avs_testkit::audio::{find_clip, noise, read_wav_mono, to_i16};
+use avs_testkit::wait::collect_until;
 use avsd::audio::{AudioConfig, AudioEngine, Channel, PlaybackUpdate, Source, SourceId};
 use tokio::sync::mpsc::Receiver;
 
@@ -30,31 +31,7 @@ fn pcm(x: &[f32]) -> Source {
 
 /// Updates until a terminal one, each with the instant it arrived.
 fn until_end(rx: &mut Receiver<PlaybackUpdate>) -> Vec<(Instant, PlaybackUpdate)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut seen = Vec::new();
-        loop {
-            match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
-                Ok(Some(u)) => {
-                    let end = matches!(
-                        u,
-                        PlaybackUpdate::Finished { .. }
-                            | PlaybackUpdate::Stopped { .. }
-                            | PlaybackUpdate::Failed { .. }
-                    );
-                    seen.push((Instant::now(), u));
-                    if end {
-                        return seen;
-                    }
-                }
-                Ok(None) => return seen,
-                Err(_) => panic!("no terminal update within 5 s; got {seen:?}"),
-            }
-        }
-    })
+    collect_until(rx, Duration::from_secs(5), PlaybackUpdate::is_final)
 }
 
 #[test]

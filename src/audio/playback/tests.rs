@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use avs_testkit::audio::{find_clip, locate, median_gain, noise, read_wav_mono, rms, to_i16};
+use avs_testkit::wait::collect_until;
 use tokio::sync::mpsc::Receiver;
 
 use crate::audio::{AudioConfig, AudioEngine, Channel, PlaybackUpdate, Source, SourceId};
@@ -36,31 +37,10 @@ fn pcm(x: &[f32]) -> Source {
 
 /// Collects updates until a terminal one (or the timeout).
 fn until_end(rx: &mut Receiver<PlaybackUpdate>, timeout: Duration) -> Vec<PlaybackUpdate> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut seen = Vec::new();
-        loop {
-            match tokio::time::timeout(timeout, rx.recv()).await {
-                Ok(Some(u)) => {
-                    let end = matches!(
-                        u,
-                        PlaybackUpdate::Finished { .. }
-                            | PlaybackUpdate::Stopped { .. }
-                            | PlaybackUpdate::Failed { .. }
-                    );
-                    seen.push(u);
-                    if end {
-                        return seen;
-                    }
-                }
-                Ok(None) => return seen,
-                Err(_) => panic!("no terminal update within {timeout:?}; got {seen:?}"),
-            }
-        }
-    })
+    collect_until(rx, timeout, PlaybackUpdate::is_final)
+        .into_iter()
+        .map(|(_, u)| u)
+        .collect()
 }
 
 #[test]
