@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use avs_testkit::audio::{find_clip, noise, read_wav_mono, to_i16};
+use avs_testkit::audio::{find_clip, noise, read_wav_mono, to_i16, write_wav_i16};
 use avs_testkit::wait::collect_until;
 use avsd::audio::{AudioConfig, AudioEngine, Channel, PlaybackUpdate, Source, SourceId};
 use tokio::sync::mpsc::Receiver;
@@ -108,17 +108,7 @@ fn mic_is_paused_while_nobody_listens_and_a_listener_hears_the_present() {
     let mic = dir.join("mic.wav");
     // 10 s of distinct noise: any 10 ms frame says where in the file it came from.
     let sig = to_i16(&noise(160_000, 9, 0.5));
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(&mic, spec).unwrap();
-    for s in &sig {
-        w.write_sample(*s).unwrap();
-    }
-    w.finalize().unwrap();
+    write_wav_i16(&mic, 16_000, &sig).unwrap();
     let started = Instant::now();
     let e = AudioEngine::start(&AudioConfig {
         input: format!("wav:{}", mic.display()),

@@ -52,10 +52,8 @@ async fn assert_volumes_once_in_order(
         .expect("sentinel VolumeChanged");
     let got: Vec<(String, u64)> = sim
         .recorder
-        .records()
+        .events_since(mark)
         .into_iter()
-        .skip(mark)
-        .filter_map(|r| r.event)
         .filter(|e| e.namespace == "Speaker" && e.name == "VolumeChanged")
         .map(|e| (e.message_id, e.payload["volume"].as_u64().unwrap_or(999)))
         .collect();
@@ -181,38 +179,21 @@ async fn event_403_refreshes_the_token_through_lwa_and_the_event_goes_once() {
     let before = std::fs::read_to_string(&tokens).expect("token file");
     let mark = sim.recorder.len();
     let t0 = Instant::now();
-    arm_fault(
-        &sim,
-        &Fault::FailEvents {
-            status: 403,
-            count: 1,
-        },
-    )
-    .await;
+    fail_events(&sim, 403, 1).await;
     set_volumes(&device, &[31, 32]).await;
     assert_volumes_once_in_order(&sim, &device, mark, &[31, 32]).await;
     println!(
         "fault event_403: refused event delivered after {:.1} ms",
         t0.elapsed().as_secs_f64() * 1000.0
     );
-    let refused = sim
-        .recorder
-        .records()
-        .iter()
-        .skip(mark)
-        .filter(|r| r.status == Some(403))
-        .count();
+    let refused = answered_since(&sim, mark, 403);
     assert_eq!(refused, 1, "the sim refused exactly one event");
     // The auth task refreshed through the sim's LWA and stored the new token.
     let after = std::fs::read_to_string(&tokens).expect("token file");
     assert_ne!(before, after, "the token file was rewritten by the refresh");
     // A 403 on an event keeps the connection (avs-protocol.md §2.4): no new downchannel.
     assert!(
-        !sim.recorder
-            .records()
-            .iter()
-            .skip(mark)
-            .any(|r| r.path == avs_proto::DIRECTIVES_PATH),
+        !downchannel_since(&sim, mark),
         "a 403 on an event must not reconnect"
     );
     assert_eq!(*device.daemon.link.borrow(), LinkState::Connected);
@@ -225,20 +206,14 @@ async fn throttled(status: u16) {
     let device = start_device(speaker_config(&sim, &dir)).await;
     let mark = sim.recorder.len();
     let t0 = Instant::now();
-    arm_fault(&sim, &Fault::FailEvents { status, count: 2 }).await;
+    fail_events(&sim, status, 2).await;
     set_volumes(&device, &[41, 42, 43]).await;
     assert_volumes_once_in_order(&sim, &device, mark, &[41, 42, 43]).await;
     println!(
         "fault event_{status}: all events delivered after {:.1} ms",
         t0.elapsed().as_secs_f64() * 1000.0
     );
-    let refused = sim
-        .recorder
-        .records()
-        .iter()
-        .skip(mark)
-        .filter(|r| r.status == Some(status))
-        .count();
+    let refused = answered_since(&sim, mark, status);
     assert_eq!(refused, 2, "the sim refused two attempts with {status}");
     assert_eq!(*device.daemon.link.borrow(), LinkState::Connected);
     stop_alive(device).await;

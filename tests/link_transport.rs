@@ -180,14 +180,7 @@ async fn events_queued_offline_are_sent_once_in_order_after_the_cloud_comes_back
             .await
             .unwrap();
     }
-    let after: Vec<_> = sim
-        .handle
-        .recorder
-        .records()
-        .into_iter()
-        .skip(mark)
-        .filter_map(|r| r.event)
-        .collect();
+    let after = sim.handle.recorder.events_since(mark);
     let sync = after
         .iter()
         .position(|e| e.name == "SynchronizeState")

@@ -78,10 +78,8 @@ fn stored_outbox(dir: &Path) -> Vec<(String, String)> {
 /// `(Namespace.Name, messageId)` of every event the sim accepted after record `mark`.
 fn events_since(sim: &TestSim, mark: usize) -> Vec<(String, String)> {
     sim.recorder
-        .records()
+        .events_since(mark)
         .into_iter()
-        .skip(mark)
-        .filter_map(|r| r.event)
         .map(|e| (format!("{}.{}", e.namespace, e.name), e.message_id))
         .collect()
 }
@@ -224,10 +222,8 @@ async fn offline_events_survive(name: &str, how: Stop) {
         .expect("replayed");
     let new_id = sim
         .recorder
-        .records()
+        .events_since(mark)
         .into_iter()
-        .skip(mark)
-        .filter_map(|r| r.event)
         .find(|e| e.name == "VolumeChanged" && e.payload["volume"] == 44)
         .expect("new VolumeChanged")
         .message_id;

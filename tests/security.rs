@@ -12,7 +12,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use avs_sim::Fault;
 use avs_sim::lwa::LwaConfig;
 use avsd::agents::speaker::VolumeCommand;
 use avsd::daemon::Daemon;
@@ -135,11 +134,7 @@ async fn tls_verification_stays_on_and_names_the_certificate_problem() {
             "{name}: no retries seen: {seen:?}"
         );
         assert!(
-            !sim.recorder
-                .records()
-                .iter()
-                .skip(mark)
-                .any(|r| r.path == avs_proto::DIRECTIVES_PATH),
+            !downchannel_since(&sim, mark),
             "{name}: a downchannel reached the sim"
         );
         shutdown.cancel();
@@ -227,14 +222,7 @@ async fn token_file_is_0600_and_no_token_reaches_the_logs_at_trace() {
     .await
     .expect("the dialog finished");
     // ... then a refused event, so the token is refreshed and the new one used.
-    arm_fault(
-        &sim,
-        &Fault::FailEvents {
-            status: 403,
-            count: 1,
-        },
-    )
-    .await;
+    fail_events(&sim, 403, 1).await;
     let mark = sim.recorder.len();
     daemon
         .dialog

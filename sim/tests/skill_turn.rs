@@ -66,18 +66,14 @@ async fn scripted_skill(ca_pem: PathBuf) -> (url::Url, mpsc::Receiver<(Value, u1
                 let token = request["context"]["System"]["apiAccessToken"]
                     .as_str()
                     .unwrap();
-                let pr = json!({
-                    "header": {"requestId": request["request"]["requestId"]},
-                    "directive": {"type": "VoicePlayer.Speak", "speech": "<speak>Checking the sky.</speak>"},
-                });
+                let request_id = request["request"]["requestId"].as_str().unwrap();
                 let mut c = H2Client::connect(&api, &ca_pem).await.unwrap();
                 let r = c
-                    .send(
-                        http::Method::POST,
-                        "/v1/directives",
+                    .post_progressive(
                         Some(token),
-                        Some("application/json"),
-                        Bytes::from(pr.to_string()),
+                        request_id,
+                        "VoicePlayer.Speak",
+                        "<speak>Checking the sky.</speak>",
                     )
                     .await
                     .unwrap();
@@ -186,18 +182,12 @@ async fn skill_turn_with_progressive_response() {
 
     // A progressive response after the turn is refused.
     let mut c = sim.client().await.unwrap();
-    let late = json!({"header": {"requestId": request["request"]["requestId"]}, "directive": {"type": "VoicePlayer.Speak", "speech": "Too late."}});
+    let request_id = request["request"]["requestId"].as_str().unwrap();
     let token = request["context"]["System"]["apiAccessToken"]
         .as_str()
         .unwrap();
     let r = c
-        .send(
-            http::Method::POST,
-            "/v1/directives",
-            Some(token),
-            Some("application/json"),
-            Bytes::from(late.to_string()),
-        )
+        .post_progressive(Some(token), request_id, "VoicePlayer.Speak", "Too late.")
         .await
         .unwrap();
     assert!(r.status.is_client_error(), "{}", r.status);

@@ -140,6 +140,16 @@ fn main() -> Result<()> {
         |serial: &str| AccessToken::new(sim.admin.issue_token(CLIENT_ID, "bench", serial).0);
     let context: avsd::transport::ContextProvider =
         Arc::new(|| vec![avs_proto::ContextEntry::volume_state(50, false)]);
+    let spawn = |endpoint: url::Url, auth, tx, shutdown: &CancellationToken| {
+        spawn_link_tuned(
+            LinkConfig::new(endpoint, tls.clone()),
+            tuning.clone(),
+            auth,
+            context.clone(),
+            tx,
+            shutdown.clone(),
+        )
+    };
 
     let report = link_rt.block_on(async {
         // Cold starts.
@@ -152,14 +162,7 @@ fn main() -> Result<()> {
             let shutdown = CancellationToken::new();
             let mark = sim.recorder.len();
             let t0 = Instant::now();
-            let (mut link, task) = spawn_link_tuned(
-                LinkConfig::new(sim.url.clone(), tls.clone()),
-                tuning.clone(),
-                auth,
-                context.clone(),
-                tx,
-                shutdown.clone(),
-            );
+            let (mut link, task) = spawn(sim.url.clone(), auth, tx, &shutdown);
             let task = tokio::spawn(task);
             let serial2 = serial.clone();
             sim.recorder
@@ -181,14 +184,7 @@ fn main() -> Result<()> {
         let (tx, mut incoming) = mpsc::channel(256);
         let shutdown = CancellationToken::new();
         let endpoint = relay.url()?;
-        let (mut link, task) = spawn_link_tuned(
-            LinkConfig::new(endpoint, tls.clone()),
-            tuning.clone(),
-            auth,
-            context.clone(),
-            tx,
-            shutdown.clone(),
-        );
+        let (mut link, task) = spawn(endpoint, auth, tx, &shutdown);
         let task = tokio::spawn(task);
         wait_state(&mut link.state, LinkState::Connected).await?;
 

@@ -303,6 +303,29 @@ impl H2Client {
         .await
     }
 
+    /// The skill-side Progressive Response API (`POST /v1/directives`): a `kind` directive
+    /// (`VoicePlayer.Speak`) saying `speech` during skill request `request_id`.
+    pub async fn post_progressive(
+        &mut self,
+        token: Option<&str>,
+        request_id: &str,
+        kind: &str,
+        speech: &str,
+    ) -> anyhow::Result<H2Response> {
+        let body = serde_json::json!({
+            "header": { "requestId": request_id },
+            "directive": { "type": kind, "speech": speech }
+        });
+        self.send(
+            Method::POST,
+            "/v1/directives",
+            token,
+            Some("application/json"),
+            Bytes::from(body.to_string()),
+        )
+        .await
+    }
+
     /// Posts JSON (admin API) and parses the JSON answer (`null` for an empty body).
     pub async fn post_json(
         &mut self,
@@ -403,17 +426,7 @@ impl H2Response {
     /// A `multipart/related` reader over the body.
     pub fn parts(self) -> anyhow::Result<Parts> {
         let ct = self.content_type().unwrap_or_default().to_owned();
-        let stream = futures_util::stream::unfold(Some(self.body), |body| async move {
-            let mut body = body?;
-            match body.data().await {
-                Some(Ok(chunk)) => {
-                    let _ = body.flow_control().release_capacity(chunk.len());
-                    Some((Ok(chunk), Some(body)))
-                }
-                Some(Err(e)) => Some((Err(e), None)),
-                None => None,
-            }
-        });
+        let stream = avs_sim::gateway::body_stream(self.body);
         let reader = PartReader::new(&ct, MultipartKind::Related, stream, Limits::default())?;
         Ok(Parts { reader })
     }

@@ -180,6 +180,30 @@ pub async fn arm_fault(sim: &TestSim, fault: &Fault) -> usize {
     sim.admin.fault(fault).await.expect("arm fault")
 }
 
+/// Makes the sim answer the next `count` events with `status`.
+pub async fn fail_events(sim: &TestSim, status: u16, count: u32) {
+    arm_fault(sim, &Fault::FailEvents { status, count }).await;
+}
+
+/// How many requests recorded from `mark` on were answered `status`.
+pub fn answered_since(sim: &TestSim, mark: usize, status: u16) -> usize {
+    sim.recorder
+        .records()
+        .iter()
+        .skip(mark)
+        .filter(|r| r.status == Some(status))
+        .count()
+}
+
+/// Whether a downchannel was requested from record `mark` on.
+pub fn downchannel_since(sim: &TestSim, mark: usize) -> bool {
+    sim.recorder
+        .records()
+        .iter()
+        .skip(mark)
+        .any(|r| r.path == avs_proto::DIRECTIVES_PATH)
+}
+
 /// The first recorded event named `qualified_name`, waited for up to `timeout`.
 pub async fn wait_event(sim: &TestSim, qualified_name: &str, timeout: Duration) -> Record {
     sim.recorder

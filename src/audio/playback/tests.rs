@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use avs_testkit::audio::{find_clip, locate, median_gain, noise, read_wav_mono, rms, to_i16};
+use avs_testkit::audio::{
+    find_clip, locate, median_gain, noise, read_wav_mono, rms, to_i16, write_wav_i16,
+};
 use avs_testkit::wait::collect_until;
 use tokio::sync::mpsc::Receiver;
 
@@ -185,17 +187,7 @@ fn wav_mic_arrives_as_16k_frames_with_preroll() {
     let out = dir.join("out.wav");
     // 1 s of 16 kHz noise: no resampling, so frames must carry it sample for sample.
     let sig = to_i16(&noise(16_000, 9, 0.5));
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(&mic, spec).unwrap();
-    for s in &sig {
-        w.write_sample(*s).unwrap();
-    }
-    w.finalize().unwrap();
+    write_wav_i16(&mic, 16_000, &sig).unwrap();
     let e = engine(&out, &format!("wav:{}", mic.display()));
     std::thread::sleep(Duration::from_millis(300));
     let mut rx = e.capture().open(true);
