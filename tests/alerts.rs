@@ -9,41 +9,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use avs_testkit::audio::read_wav_mono;
-use avs_testkit::sim::TestSim;
 use common::*;
 use serde_json::json;
-
-fn write_config(sim: &TestSim, dir: &Path, output: &Path) -> std::path::PathBuf {
-    let path = dir.join("avsd.toml");
-    // The sim's directory goes away with it; the device keeps its own copy of the CA.
-    let ca = dir.join("sim-ca.pem");
-    std::fs::copy(&sim.ca_pem, &ca).expect("copy CA");
-    let text = format!(
-        "[device]\nserial_number = \"alerts-test\"\n[cloud]\nendpoint = \"{url}\"\nlwa_url = \"{url}\"\nextra_ca_file = \"{ca}\"\n[paths]\nstate_dir = \"{state}\"\ncontrol_socket = \"{sock}\"\n[audio]\ninput = \"none\"\noutput = \"wav:{out}\"\n",
-        url = sim.url,
-        ca = ca.display(),
-        state = dir.join("state").display(),
-        sock = dir.join("control.sock").display(),
-        out = output.display(),
-    );
-    std::fs::write(&path, text).expect("config");
-    path
-}
-
-fn spawn(config: &Path, log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_avsd"))
-        .args(["run", "--config"])
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log"))
-        .spawn()
-        .expect("spawn avsd")
-}
 
 fn unix_now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock")
@@ -53,37 +23,20 @@ fn unix_now() -> Duration {
 async fn alarm_survives_sigkill_and_fires_offline_on_time() {
     let sim = sim("[[turn]]\nreject = true\n").await;
     let dir = test_dir("alarm-restart");
-    let config_path = write_config(&sim, &dir, &dir.join("first.wav"));
+    let config_path = write_run_config(&sim, &sim.url, &dir, "alerts-test", &dir.join("first.wav"));
     login(&avsd::config::Config::load(&config_path).expect("config")).await;
 
-    let mut first = spawn(&config_path, &dir.join("first.log"));
-    sim.recorder
-        .wait_for_event("System.SynchronizeState", Duration::from_secs(15))
-        .await
-        .expect("connected");
+    let mut first = spawn_avsd_run(&config_path, &dir.join("first.log"));
+    wait_event(&sim, "System.SynchronizeState", Duration::from_secs(15)).await;
     let fire_at = unix_now() + Duration::from_secs(8);
     let scheduled =
         time::OffsetDateTime::from_unix_timestamp(fire_at.as_secs() as i64).expect("time");
     let fire_at = Duration::from_secs(fire_at.as_secs());
-    let stamp = format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+0000",
-        scheduled.year(),
-        u8::from(scheduled.month()),
-        scheduled.day(),
-        scheduled.hour(),
-        scheduled.minute(),
-        scheduled.second()
-    );
+    let stamp = avs_timestamp(scheduled);
     let set = json!({"directive": {"header": {"namespace": "Alerts", "name": "SetAlert", "messageId": "a-1"},
         "payload": {"token": "alarm-1", "type": "ALARM", "scheduledTime": stamp}}});
-    sim.admin
-        .push(None, set.to_string())
-        .await
-        .expect("push SetAlert");
-    sim.recorder
-        .wait_for_event("Alerts.SetAlertSucceeded", Duration::from_secs(5))
-        .await
-        .expect("SetAlertSucceeded");
+    push_directive(&sim, &set).await;
+    wait_event(&sim, "Alerts.SetAlertSucceeded", Duration::from_secs(5)).await;
     let stored = std::fs::read_to_string(dir.join("state/alerts.json")).expect("alerts stored");
     assert!(stored.contains("alarm-1"));
 
@@ -102,18 +55,14 @@ async fn alarm_survives_sigkill_and_fires_offline_on_time() {
     };
     let spawned_at = unix_now();
     let started = Instant::now();
-    let mut second = spawn(&config_path, &dir.join("second.log"));
+    let mut second = spawn_avsd_run(&config_path, &dir.join("second.log"));
     let wait = fire_at.saturating_sub(unix_now()) + Duration::from_secs(3);
     tokio::time::sleep(wait).await;
     let stop = avsd::control::request(&dir.join("control.sock"), &avsd::control::Request::Stop)
         .await
         .expect("avsd stop");
     assert_eq!(stop["ok"], true);
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(second.id().to_string())
-        .status();
-    let status = second.wait().expect("exit");
+    let status = sigterm_and_wait(&mut second);
     assert!(
         status.success(),
         "avsd exited with {status}; log:\n{}",
@@ -143,45 +92,26 @@ async fn alert_more_than_30_minutes_overdue_is_dropped() {
     let dir = test_dir("stale-alert");
     let stale = time::OffsetDateTime::now_utc() - time::Duration::minutes(31);
     let late = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
-    let fmt = |t: time::OffsetDateTime| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .expect("format")
-    };
     std::fs::create_dir_all(dir.join("state")).expect("state dir");
     std::fs::write(
         dir.join("state/alerts.json"),
         json!([
-            {"token": "stale-1", "kind": "TIMER", "scheduled": fmt(stale)},
-            {"token": "late-1", "kind": "TIMER", "scheduled": fmt(late)}
+            {"token": "stale-1", "kind": "TIMER", "scheduled": rfc3339(stale)},
+            {"token": "late-1", "kind": "TIMER", "scheduled": rfc3339(late)}
         ])
         .to_string(),
     )
     .expect("alerts.json");
-    let output = format!("wav:{}", dir.join("out.wav").display());
-    let device = start_device(config(&sim, &dir, "none", &output)).await;
-    let stopped = sim
-        .recorder
-        .wait_for_event("Alerts.AlertStopped", Duration::from_secs(10))
-        .await
-        .expect("AlertStopped");
+    let device = start_device(speaker_config(&sim, &dir)).await;
+    let stopped = wait_event(&sim, "Alerts.AlertStopped", Duration::from_secs(10)).await;
     assert_eq!(stopped.event.expect("event").payload["token"], "stale-1");
-    let started = sim
-        .recorder
-        .wait_for_event("Alerts.AlertStarted", Duration::from_secs(10))
-        .await
-        .expect("AlertStarted");
+    let started = wait_event(&sim, "Alerts.AlertStarted", Duration::from_secs(10)).await;
     assert_eq!(
         started.event.expect("event").payload["token"],
         "late-1",
         "less than 30 minutes late: rendered now"
     );
-    device
-        .daemon
-        .dialog
-        .commands
-        .send(avsd::dialog::DialogCommand::Stop)
-        .await
-        .expect("stop");
+    device.command(avsd::dialog::DialogCommand::Stop).await;
     wait_events(&sim, "Alerts.AlertStopped", 2, Duration::from_secs(5)).await;
     device.stop().await;
     let stored = std::fs::read_to_string(dir.join("state/alerts.json")).expect("alerts.json");
@@ -196,32 +126,17 @@ async fn unreachable_assets_fall_back_to_the_bundled_alarm() {
     let sim = sim("[[turn]]\nreject = true\n").await;
     let dir = test_dir("alert-assets");
     let wav = dir.join("out.wav");
-    let device = start_device(config(
-        &sim,
-        &dir,
-        "none",
-        &format!("wav:{}", wav.display()),
-    ))
-    .await;
+    let device = start_device(speaker_config(&sim, &dir)).await;
     let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
-    let stamp = at
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("format");
+    let stamp = rfc3339(at);
     let set = json!({"directive": {"header": {"namespace": "Alerts", "name": "SetAlert", "messageId": "a-2"},
         "payload": {"token": "timer-assets", "type": "TIMER", "scheduledTime": stamp,
             "assets": [{"assetId": "tone", "url": "https://127.0.0.1:9/tone.mp3"}],
             "assetPlayOrder": ["tone"], "loopCount": 2, "loopPauseInMilliSeconds": 100}}});
-    sim.admin.push(None, set.to_string()).await.expect("push");
-    sim.recorder
-        .wait_for_event("Alerts.AlertStarted", Duration::from_secs(10))
-        .await
-        .expect("AlertStarted");
+    push_directive(&sim, &set).await;
+    wait_event(&sim, "Alerts.AlertStarted", Duration::from_secs(10)).await;
     // Two loops of the bundled alarm, then the alert ends by itself.
-    let stopped = sim
-        .recorder
-        .wait_for_event("Alerts.AlertStopped", Duration::from_secs(15))
-        .await
-        .expect("AlertStopped");
+    let stopped = wait_event(&sim, "Alerts.AlertStopped", Duration::from_secs(15)).await;
     assert_eq!(
         stopped.event.expect("event").payload["token"],
         "timer-assets"
@@ -265,13 +180,7 @@ async fn ring_offline_with_assets(
     let sim = sim("[[turn]]\nreject = true\n").await;
     let dir = test_dir(name);
     let wav = dir.join("out.wav");
-    let device = start_device(config(
-        &sim,
-        &dir,
-        "none",
-        &format!("wav:{}", wav.display()),
-    ))
-    .await;
+    let device = start_device(speaker_config(&sim, &dir)).await;
     let listed: Vec<_> = assets
         .iter()
         .map(|(id, mp3)| {
@@ -283,18 +192,13 @@ async fn ring_offline_with_assets(
         })
         .collect();
     let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(4);
-    let stamp = at
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("format");
+    let stamp = rfc3339(at);
     let set = json!({"directive": {"header": {"namespace": "Alerts", "name": "SetAlert", "messageId": "a-3"},
         "payload": {"token": "alarm-asset", "type": "ALARM", "scheduledTime": stamp,
             "assets": listed, "assetPlayOrder": order, "loopCount": loops,
             "loopPauseInMilliSeconds": pause_ms}}});
-    sim.admin.push(None, set.to_string()).await.expect("push");
-    sim.recorder
-        .wait_for_event("Alerts.SetAlertSucceeded", Duration::from_secs(5))
-        .await
-        .expect("SetAlertSucceeded");
+    push_directive(&sim, &set).await;
+    wait_event(&sim, "Alerts.SetAlertSucceeded", Duration::from_secs(5)).await;
     let cache = dir.join("state/alert-assets");
     wait_files(
         &cache,
@@ -450,23 +354,15 @@ async fn a_corrupt_prefetched_asset_falls_back_to_the_bundled_alarm() {
 async fn deleting_an_alert_deletes_its_cached_asset() {
     let sim = sim("[[turn]]\nreject = true\n").await;
     let dir = test_dir("alert-asset-delete");
-    let device = start_device(config(
-        &sim,
-        &dir,
-        "none",
-        &format!("wav:{}", dir.join("out.wav").display()),
-    ))
-    .await;
+    let device = start_device(speaker_config(&sim, &dir)).await;
     let mp3 = avs_sim::speech::synthesize_mp3("Later.").expect("synthesize");
     let url = sim.admin.put_media("later.mp3", mp3).expect("media url");
     let at = time::OffsetDateTime::now_utc() + time::Duration::hours(2);
-    let stamp = at
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("format");
+    let stamp = rfc3339(at);
     let set = json!({"directive": {"header": {"namespace": "Alerts", "name": "SetAlert", "messageId": "a-4"},
         "payload": {"token": "later", "type": "REMINDER", "scheduledTime": stamp,
             "assets": [{"assetId": "x", "url": url.as_str()}]}}});
-    sim.admin.push(None, set.to_string()).await.expect("push");
+    push_directive(&sim, &set).await;
     let cache = dir.join("state/alert-assets");
     wait_files(
         &cache,
@@ -477,14 +373,8 @@ async fn deleting_an_alert_deletes_its_cached_asset() {
     .await;
     let delete = json!({"directive": {"header": {"namespace": "Alerts", "name": "DeleteAlert", "messageId": "a-5"},
         "payload": {"token": "later"}}});
-    sim.admin
-        .push(None, delete.to_string())
-        .await
-        .expect("push");
-    sim.recorder
-        .wait_for_event("Alerts.DeleteAlertSucceeded", Duration::from_secs(5))
-        .await
-        .expect("DeleteAlertSucceeded");
+    push_directive(&sim, &delete).await;
+    wait_event(&sim, "Alerts.DeleteAlertSucceeded", Duration::from_secs(5)).await;
     wait_files(
         &cache,
         0,

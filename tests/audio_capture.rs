@@ -163,15 +163,5 @@ fn picks_one_channel_of_a_stereo_mic() {
 }
 
 fn write_wav(path: &std::path::Path, x: &[f32], rate: u32) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for s in to_i16(x) {
-        w.write_sample(s).unwrap();
-    }
-    w.finalize().unwrap();
+    avs_testkit::audio::write_wav_i16(path, rate, &to_i16(x)).unwrap();
 }

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use avs_testkit::audio::{find_clip, noise, read_wav_mono, to_i16};
+use avs_testkit::audio::{find_clip, noise, read_wav_mono, to_i16, write_wav_i16};
+use avs_testkit::wait::collect_until;
 use avsd::audio::{AudioConfig, AudioEngine, Channel, PlaybackUpdate, Source, SourceId};
 use tokio::sync::mpsc::Receiver;
 
@@ -30,31 +31,7 @@ fn pcm(x: &[f32]) -> Source {
 
 /// Updates until a terminal one, each with the instant it arrived.
 fn until_end(rx: &mut Receiver<PlaybackUpdate>) -> Vec<(Instant, PlaybackUpdate)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut seen = Vec::new();
-        loop {
-            match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
-                Ok(Some(u)) => {
-                    let end = matches!(
-                        u,
-                        PlaybackUpdate::Finished { .. }
-                            | PlaybackUpdate::Stopped { .. }
-                            | PlaybackUpdate::Failed { .. }
-                    );
-                    seen.push((Instant::now(), u));
-                    if end {
-                        return seen;
-                    }
-                }
-                Ok(None) => return seen,
-                Err(_) => panic!("no terminal update within 5 s; got {seen:?}"),
-            }
-        }
-    })
+    collect_until(rx, Duration::from_secs(5), PlaybackUpdate::is_final)
 }
 
 #[test]
@@ -131,17 +108,7 @@ fn mic_is_paused_while_nobody_listens_and_a_listener_hears_the_present() {
     let mic = dir.join("mic.wav");
     // 10 s of distinct noise: any 10 ms frame says where in the file it came from.
     let sig = to_i16(&noise(160_000, 9, 0.5));
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(&mic, spec).unwrap();
-    for s in &sig {
-        w.write_sample(*s).unwrap();
-    }
-    w.finalize().unwrap();
+    write_wav_i16(&mic, 16_000, &sig).unwrap();
     let started = Instant::now();
     let e = AudioEngine::start(&AudioConfig {
         input: format!("wav:{}", mic.display()),

@@ -20,6 +20,7 @@ use avs_testkit::audio::{
     AudioRig, find_clip, gain_near, locate, median_gain, noise, reference_decode_mp3, rms, to_i16,
     window_matches, with_virtual_audio,
 };
+use avs_testkit::wait::collect_until;
 use avsd::audio::{
     AudioConfig, AudioEngine, AudioError, Channel, PlaybackUpdate, Source, SourceId,
 };
@@ -49,31 +50,7 @@ fn until_end(
     rx: &mut Receiver<PlaybackUpdate>,
     timeout: Duration,
 ) -> Vec<(Instant, PlaybackUpdate)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut seen = Vec::new();
-        loop {
-            match tokio::time::timeout(timeout, rx.recv()).await {
-                Ok(Some(u)) => {
-                    let end = matches!(
-                        u,
-                        PlaybackUpdate::Finished { .. }
-                            | PlaybackUpdate::Stopped { .. }
-                            | PlaybackUpdate::Failed { .. }
-                    );
-                    seen.push((Instant::now(), u));
-                    if end {
-                        return seen;
-                    }
-                }
-                Ok(None) => return seen,
-                Err(_) => panic!("no terminal update within {timeout:?}; got {seen:?}"),
-            }
-        }
-    })
+    collect_until(rx, timeout, PlaybackUpdate::is_final)
 }
 
 fn kinds(u: &[(Instant, PlaybackUpdate)]) -> Vec<PlaybackUpdate> {

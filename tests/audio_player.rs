@@ -138,20 +138,7 @@ fn events_for(sim: &avs_testkit::sim::TestSim, token: &str) -> Vec<String> {
 }
 
 async fn wait_for(sim: &avs_testkit::sim::TestSim, name: &str, token: &str) {
-    let qualified = format!("AudioPlayer.{name}");
-    sim.recorder
-        .wait_for(0, Duration::from_secs(20), &qualified, |r| {
-            r.event
-                .as_ref()
-                .is_some_and(|e| e.qualified_name() == qualified && e.payload["token"] == token)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{qualified} for {token}: {e}; recorded {:?}",
-                recorded(sim, "AudioPlayer")
-            )
-        });
+    wait_player_event(sim, name, token, Duration::from_secs(20)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

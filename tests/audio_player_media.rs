@@ -54,20 +54,7 @@ fn play(behavior: &str, token: &str, url: &url::Url, offset_ms: u64, progress: V
 }
 
 async fn wait_for(sim: &TestSim, name: &str, token: &str) -> Record {
-    let qualified = format!("AudioPlayer.{name}");
-    sim.recorder
-        .wait_for(0, Duration::from_secs(30), &qualified, |r| {
-            r.event
-                .as_ref()
-                .is_some_and(|e| e.qualified_name() == qualified && e.payload["token"] == token)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{qualified} for {token}: {e}; recorded {:?}",
-                recorded(sim, "AudioPlayer")
-            )
-        })
+    wait_player_event(sim, name, token, Duration::from_secs(30)).await
 }
 
 /// The payloads of `AudioPlayer.<name>` for `token`, in order.

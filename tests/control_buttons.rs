@@ -53,6 +53,20 @@ async fn avsd_cli(cli_config: &std::path::Path, args: &'static [&'static str]) {
     assert!(out.status.success(), "avsd {args:?}: {out:?}");
 }
 
+/// A config file for the `avsd` command line that reaches the daemon's control `socket`.
+fn write_cli_config(dir: &std::path::Path, socket: &std::path::Path) -> std::path::PathBuf {
+    let cli_config = dir.join("cli.toml");
+    std::fs::write(
+        &cli_config,
+        format!(
+            "[paths]\ncontrol_socket = {:?}\n",
+            socket.display().to_string()
+        ),
+    )
+    .expect("cli config");
+    cli_config
+}
+
 /// The payload of the context entry `namespace.name`.
 fn context_entry(context: &Value, namespace: &str, name: &str) -> Option<Value> {
     context.as_array()?.iter().find_map(|c| {
@@ -65,8 +79,7 @@ fn context_entry(context: &Value, namespace: &str, name: &str) -> Option<Value> 
 async fn transport_requests_send_playback_controller_events_with_the_playback_state() {
     let sim = sim("[[turn]]\nreject = true\n").await;
     let dir = test_dir("control-buttons");
-    let output = format!("wav:{}", dir.join("out.wav").display());
-    let config = config(&sim, &dir, "none", &output);
+    let config = speaker_config(&sim, &dir);
     let socket = config.control_socket.clone();
     let device = start_device(config).await;
 
@@ -92,28 +105,14 @@ async fn transport_requests_send_playback_controller_events_with_the_playback_st
     let play = json!({"directive": {"header": {"namespace": "AudioPlayer", "name": "Play", "messageId": "p-1"},
         "payload": {"playBehavior": "REPLACE_ALL", "audioItem": {"audioItemId": "t1",
             "stream": {"url": url.as_str(), "offsetInMilliseconds": 0, "token": "t1"}}}}});
-    sim.admin
-        .push(None, play.to_string())
-        .await
-        .expect("push Play");
-    sim.recorder
-        .wait_for_event("AudioPlayer.PlaybackStarted", Duration::from_secs(20))
-        .await
-        .expect("PlaybackStarted");
+    push_directive(&sim, &play).await;
+    wait_event(&sim, "AudioPlayer.PlaybackStarted", Duration::from_secs(20)).await;
     for request in [Request::Pause, Request::Next, Request::Previous] {
         let answer = control::request(&socket, &request).await.expect("request");
         assert_eq!(answer["ok"], true, "{request:?}: {answer}");
     }
     // And one through the command line, as a user or a hook script would.
-    let cli_config = dir.join("cli.toml");
-    std::fs::write(
-        &cli_config,
-        format!(
-            "[paths]\ncontrol_socket = {:?}\n",
-            socket.display().to_string()
-        ),
-    )
-    .expect("cli config");
+    let cli_config = write_cli_config(&dir, &socket);
     avsd_cli(&cli_config, &["play"]).await;
     wait_events(
         &sim,
@@ -161,19 +160,10 @@ async fn transport_requests_send_playback_controller_events_with_the_playback_st
 async fn cli_volume_up_down_mute_and_unmute_reach_the_speaker() {
     let sim = sim("[[turn]]\nreject = true\n").await;
     let dir = test_dir("control-volume");
-    let output = format!("wav:{}", dir.join("out.wav").display());
-    let config = config(&sim, &dir, "none", &output);
+    let config = speaker_config(&sim, &dir);
     let socket = config.control_socket.clone();
     let device = start_device(config).await;
-    let cli_config = dir.join("cli.toml");
-    std::fs::write(
-        &cli_config,
-        format!(
-            "[paths]\ncontrol_socket = {:?}\n",
-            socket.display().to_string()
-        ),
-    )
-    .expect("cli config");
+    let cli_config = write_cli_config(&dir, &socket);
     let avsd = |args: &'static [&'static str]| avsd_cli(&cli_config, args);
     avsd(&["volume", "up"]).await;
     wait_events(&sim, "Speaker.VolumeChanged", 1, Duration::from_secs(10)).await;
@@ -214,8 +204,7 @@ async fn the_cloud_answers_play_with_play_and_pause_with_stop_and_the_device_fol
     );
     let sim = sim(&scenario).await;
     let dir = test_dir("control-play-answer");
-    let output = format!("wav:{}", dir.join("out.wav").display());
-    let config = config(&sim, &dir, "none", &output);
+    let config = speaker_config(&sim, &dir);
     let socket = config.control_socket.clone();
     let device = start_device(config).await;
     let wait_for = |name: &'static str| {

@@ -16,16 +16,8 @@ use common::*;
 async fn expect_speech_opens_a_new_recognize_after_the_question() {
     let sim = sim("[[turn]]\nfinal_speech = \"Which city do you mean?\"\nexpect_speech_timeout_ms = 8000\n\n[[turn]]\nreject = true\n").await;
     let dir = test_dir("expect-speech");
-    let input = format!("wav:{}", utterance_path().display());
-    let output = format!("wav:{}", dir.join("out.wav").display());
-    let mut device = start_device(config(&sim, &dir, &input, &output)).await;
-    device
-        .daemon
-        .dialog
-        .commands
-        .send(DialogCommand::Listen)
-        .await
-        .expect("listen");
+    let mut device = start_device(utterance_config(&sim, &dir)).await;
+    device.command(DialogCommand::Listen).await;
     device
         .wait_step("first Recognize", Duration::from_secs(5), |s| {
             matches!(s, DialogStep::RecognizeStarted { .. })

@@ -9,7 +9,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
-mod link_support;
 
 use std::time::{Duration, Instant};
 
@@ -27,12 +26,8 @@ const QUICK: &str = "[[turn]]\nfinal_speech = \"Okay.\"\n";
 async fn set_volumes(device: &Device, volumes: &[u8]) {
     for v in volumes {
         device
-            .daemon
-            .dialog
-            .commands
-            .send(DialogCommand::Volume(VolumeCommand::Set(*v)))
-            .await
-            .expect("volume command");
+            .command(DialogCommand::Volume(VolumeCommand::Set(*v)))
+            .await;
     }
 }
 
@@ -57,10 +52,8 @@ async fn assert_volumes_once_in_order(
         .expect("sentinel VolumeChanged");
     let got: Vec<(String, u64)> = sim
         .recorder
-        .records()
+        .events_since(mark)
         .into_iter()
-        .skip(mark)
-        .filter_map(|r| r.event)
         .filter(|e| e.namespace == "Speaker" && e.name == "VolumeChanged")
         .map(|e| (e.message_id, e.payload["volume"].as_u64().unwrap_or(999)))
         .collect();
@@ -114,13 +107,7 @@ async fn wait_disconnected(device: &Device) {
 /// Checks that the daemon survived (the dialog core answers, no task died), then stops it.
 async fn stop_alive(device: Device) {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    device
-        .daemon
-        .dialog
-        .commands
-        .send(DialogCommand::Status(tx))
-        .await
-        .expect("the dialog core takes commands");
+    device.command(DialogCommand::Status(tx)).await;
     tokio::time::timeout(Duration::from_secs(5), rx)
         .await
         .expect("the dialog core answers in time")
@@ -145,12 +132,11 @@ fn report(name: &str, took: Duration) {
 async fn connection_fault(name: &str, fault: Fault) {
     let sim = sim(QUICK).await;
     let dir = test_dir(&format!("fault-{name}"));
-    let out = format!("wav:{}", dir.join("out.wav").display());
-    let device = start_device(config(&sim, &dir, "none", &out)).await;
+    let device = start_device(speaker_config(&sim, &dir)).await;
     let mark = sim.recorder.len();
     let t0 = Instant::now();
     assert_eq!(
-        sim.admin.fault(&fault).await.expect("fault"),
+        arm_fault(&sim, &fault).await,
         1,
         "{name} reached the device"
     );
@@ -188,43 +174,26 @@ async fn dropped_tcp_connection_reconnects_and_delivers_queued_events_once() {
 async fn event_403_refreshes_the_token_through_lwa_and_the_event_goes_once() {
     let sim = sim(QUICK).await;
     let dir = test_dir("fault-403");
-    let out = format!("wav:{}", dir.join("out.wav").display());
-    let device = start_device(config(&sim, &dir, "none", &out)).await;
+    let device = start_device(speaker_config(&sim, &dir)).await;
     let tokens = dir.join("state").join(avsd::auth::token_store::TOKEN_FILE);
     let before = std::fs::read_to_string(&tokens).expect("token file");
     let mark = sim.recorder.len();
     let t0 = Instant::now();
-    sim.admin
-        .fault(&Fault::FailEvents {
-            status: 403,
-            count: 1,
-        })
-        .await
-        .expect("arm 403");
+    fail_events(&sim, 403, 1).await;
     set_volumes(&device, &[31, 32]).await;
     assert_volumes_once_in_order(&sim, &device, mark, &[31, 32]).await;
     println!(
         "fault event_403: refused event delivered after {:.1} ms",
         t0.elapsed().as_secs_f64() * 1000.0
     );
-    let refused = sim
-        .recorder
-        .records()
-        .iter()
-        .skip(mark)
-        .filter(|r| r.status == Some(403))
-        .count();
+    let refused = answered_since(&sim, mark, 403);
     assert_eq!(refused, 1, "the sim refused exactly one event");
     // The auth task refreshed through the sim's LWA and stored the new token.
     let after = std::fs::read_to_string(&tokens).expect("token file");
     assert_ne!(before, after, "the token file was rewritten by the refresh");
     // A 403 on an event keeps the connection (avs-protocol.md §2.4): no new downchannel.
     assert!(
-        !sim.recorder
-            .records()
-            .iter()
-            .skip(mark)
-            .any(|r| r.path == avs_proto::DIRECTIVES_PATH),
+        !downchannel_since(&sim, mark),
         "a 403 on an event must not reconnect"
     );
     assert_eq!(*device.daemon.link.borrow(), LinkState::Connected);
@@ -234,27 +203,17 @@ async fn event_403_refreshes_the_token_through_lwa_and_the_event_goes_once() {
 async fn throttled(status: u16) {
     let sim = sim(QUICK).await;
     let dir = test_dir(&format!("fault-{status}"));
-    let out = format!("wav:{}", dir.join("out.wav").display());
-    let device = start_device(config(&sim, &dir, "none", &out)).await;
+    let device = start_device(speaker_config(&sim, &dir)).await;
     let mark = sim.recorder.len();
     let t0 = Instant::now();
-    sim.admin
-        .fault(&Fault::FailEvents { status, count: 2 })
-        .await
-        .expect("arm");
+    fail_events(&sim, status, 2).await;
     set_volumes(&device, &[41, 42, 43]).await;
     assert_volumes_once_in_order(&sim, &device, mark, &[41, 42, 43]).await;
     println!(
         "fault event_{status}: all events delivered after {:.1} ms",
         t0.elapsed().as_secs_f64() * 1000.0
     );
-    let refused = sim
-        .recorder
-        .records()
-        .iter()
-        .skip(mark)
-        .filter(|r| r.status == Some(status))
-        .count();
+    let refused = answered_since(&sim, mark, status);
     assert_eq!(refused, 2, "the sim refused two attempts with {status}");
     assert_eq!(*device.daemon.link.borrow(), LinkState::Connected);
     stop_alive(device).await;
@@ -274,27 +233,20 @@ async fn events_answered_503_are_retried_and_arrive_once_in_order() {
 async fn unanswered_pings_tear_the_connection_down_and_it_comes_back() {
     let sim = sim(QUICK).await;
     let dir = test_dir("fault-ping");
-    let out = format!("wav:{}", dir.join("out.wav").display());
-    let mut cfg = config(&sim, &dir, "none", &out);
+    let mut cfg = speaker_config(&sim, &dir);
     cfg.cloud.ping_idle = Duration::from_millis(500);
     cfg.cloud.ping_timeout = Duration::from_millis(500);
     let device = start_device(cfg).await;
     let mark = sim.recorder.len();
     let t0 = Instant::now();
-    sim.admin
-        .fault(&Fault::SilencePings { enabled: true })
-        .await
-        .expect("silence pings");
+    arm_fault(&sim, &Fault::SilencePings { enabled: true }).await;
     wait_disconnected(&device).await;
     println!(
         "fault silent_pings: teardown noticed after {:.1} ms",
         t0.elapsed().as_secs_f64() * 1000.0
     );
     set_volumes(&device, &[51, 52]).await;
-    sim.admin
-        .fault(&Fault::SilencePings { enabled: false })
-        .await
-        .expect("answer pings again");
+    arm_fault(&sim, &Fault::SilencePings { enabled: false }).await;
     let t1 = Instant::now();
     let back = wait_reconnected(&sim, &device, mark).await;
     report("silent_pings (from pings answered again)", back - t1);
@@ -317,34 +269,21 @@ async fn unanswered_pings_tear_the_connection_down_and_it_comes_back() {
 
 /// The cloud endpoint dies in the middle of a Recognize and comes back on the same port. avs-sim
 /// makes a fresh CA and token store at every process start (which no real AVS restart does), so
-/// the restart is modelled by the TCP relay of `link_support`: every connection is cut, the port
+/// the restart is modelled by avs-sim's TCP relay (`avs_sim::relay`): every connection is cut, the port
 /// refuses connections for a while, then the same sim answers again on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_killed_mid_recognize_and_restarted_on_the_same_port() {
     let sim = sim(QUICK).await;
-    let addr: std::net::SocketAddr = format!(
-        "{}:{}",
-        sim.url.host_str().expect("host"),
-        sim.url.port().expect("port")
-    )
-    .parse()
-    .expect("sim addr");
-    let mut relay = link_support::Proxy::start(addr).await;
+    let mut relay = avs_sim::relay::Relay::start(sim.addr().unwrap())
+        .await
+        .unwrap();
     let dir = test_dir("fault-restart");
-    let out = format!("wav:{}", dir.join("out.wav").display());
-    let input = format!("wav:{}", utterance_path().display());
-    let mut cfg = config(&sim, &dir, &input, &out);
-    cfg.cloud.endpoint = relay.url();
-    cfg.cloud.lwa_url = relay.url();
+    let mut cfg = utterance_config(&sim, &dir);
+    cfg.cloud.endpoint = relay.url().unwrap();
+    cfg.cloud.lwa_url = relay.url().unwrap();
     let mut device = start_device(cfg).await;
 
-    device
-        .daemon
-        .dialog
-        .commands
-        .send(DialogCommand::Listen)
-        .await
-        .expect("listen");
+    device.command(DialogCommand::Listen).await;
     device
         .wait_step("first frame", WAIT, |s| {
             matches!(s, DialogStep::FirstFrameSent)
@@ -367,7 +306,7 @@ async fn cloud_killed_mid_recognize_and_restarted_on_the_same_port() {
     wait_disconnected(&device).await;
     set_volumes(&device, &[61, 62, 63]).await;
     tokio::time::sleep(Duration::from_millis(300)).await; // the outage itself
-    relay.restart().await;
+    relay.restart().await.unwrap();
     let t1 = Instant::now();
     let back = wait_reconnected(&sim, &device, mark).await;
     report("cloud_restart (from the port listening again)", back - t1);

@@ -86,8 +86,7 @@ async fn set_gateway_moves_the_device_and_a_restart_keeps_it_there() {
     let (sim, second) = two_listener_sim().await;
     let (first, second_auth) = (authority(&sim.url), authority(&second));
     let dir = test_dir("gw-set-gateway");
-    let out = format!("wav:{}", dir.join("out.wav").display());
-    let device = start_device(config(&sim, &dir, "none", &out)).await;
+    let device = start_device(speaker_config(&sim, &dir)).await;
     wait_on(&sim, 0, &first, "VerifyGateway", |r| {
         is_event(r, "Alexa.ApiGateway.VerifyGateway") && r.status == Some(204)
     })
@@ -138,7 +137,7 @@ async fn set_gateway_moves_the_device_and_a_restart_keeps_it_there() {
 
     // A restart goes straight to the stored gateway and does not verify it again.
     let before = sim.recorder.len();
-    let device = start_linked_device(config(&sim, &dir, "none", &out)).await;
+    let device = start_linked_device(speaker_config(&sim, &dir)).await;
     wait_on(
         &sim,
         before,
@@ -182,8 +181,7 @@ async fn verify_gateway_answered_with_set_gateway_moves_before_anything_else() {
     let (first, second_auth) = (authority(&sim.url), authority(&second));
     sim.admin.set_gateway(Some(second.clone()));
     let dir = test_dir("gw-verify-moves");
-    let out = format!("wav:{}", dir.join("out.wav").display());
-    let device = start_device(config(&sim, &dir, "none", &out)).await;
+    let device = start_device(speaker_config(&sim, &dir)).await;
     let told = wait_on(&sim, 0, &first, "VerifyGateway answered 200", |r| {
         is_event(r, "Alexa.ApiGateway.VerifyGateway") && r.status == Some(200)
     })
@@ -216,8 +214,7 @@ async fn set_endpoint_moves_the_device_like_set_gateway() {
     let (sim, second) = two_listener_sim().await;
     let second_auth = authority(&second);
     let dir = test_dir("gw-set-endpoint");
-    let out = format!("wav:{}", dir.join("out.wav").display());
-    let device = start_device(config(&sim, &dir, "none", &out)).await;
+    let device = start_device(speaker_config(&sim, &dir)).await;
     let before = sim.recorder.len();
     let d = json!({"directive": {"header": {"namespace": "System", "name": "SetEndpoint", "messageId": "se-1"},
         "payload": {"endpoint": second.as_str()}}});
@@ -242,8 +239,7 @@ async fn set_endpoint_to_plain_http_is_refused_and_the_connection_stays() {
     let (sim, second) = two_listener_sim().await;
     let first = authority(&sim.url);
     let dir = test_dir("gw-set-endpoint-http");
-    let out = format!("wav:{}", dir.join("out.wav").display());
-    let device = start_device(config(&sim, &dir, "none", &out)).await;
+    let device = start_device(speaker_config(&sim, &dir)).await;
     wait_on(&sim, 0, &first, "VerifyGateway", |r| {
         is_event(r, "Alexa.ApiGateway.VerifyGateway") && r.status.is_some()
     })
@@ -307,16 +303,8 @@ async fn a_move_waits_for_the_current_dialog_to_end() {
     let second = sim.listen_also().await.expect("second listener");
     let (first, second_auth) = (authority(&sim.url), authority(&second));
     let dir = test_dir("gw-move-after-dialog");
-    let input = format!("wav:{}", utterance_path().display());
-    let output = format!("wav:{}", dir.join("out.wav").display());
-    let mut device = start_device(config(&sim, &dir, &input, &output)).await;
-    device
-        .daemon
-        .dialog
-        .commands
-        .send(avsd::dialog::DialogCommand::Listen)
-        .await
-        .expect("listen");
+    let mut device = start_device(utterance_config(&sim, &dir)).await;
+    device.command(avsd::dialog::DialogCommand::Listen).await;
     device
         .wait_step("Recognize", WAIT, |s| {
             matches!(s, avsd::dialog::DialogStep::RecognizeStarted { .. })
@@ -345,11 +333,7 @@ async fn a_move_waits_for_the_current_dialog_to_end() {
         started.seq,
         moved.seq
     );
-    let recognize = sim
-        .recorder
-        .wait_for_event("SpeechRecognizer.Recognize", WAIT)
-        .await
-        .expect("Recognize");
+    let recognize = wait_event(&sim, "SpeechRecognizer.Recognize", WAIT).await;
     assert_eq!(
         recognize.status,
         Some(200),

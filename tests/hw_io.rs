@@ -13,8 +13,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use avs_testkit::sim::TestSim;
 use avsd::agents::speaker::VolumeCommand;
 use avsd::attention::Attention;
+use avsd::config::Config;
 use avsd::dialog::{DialogCommand, DialogStep};
 use avsd::hw::buttons::{ButtonAction, ButtonsConfig};
 use avsd::hw::input::{self, InputEvent, KEY_PRESSED, KEY_RELEASED, KEY_REPEATED};
@@ -50,7 +52,29 @@ fn repeating_mic(dir: &Path) -> String {
         }
     }
     w.finalize().expect("finalize");
-    format!("wav:{}", path.display())
+    wav(&path)
+}
+
+/// A device hearing [`repeating_mic`], the speaker into `dir/out.wav`, no earcons (they would
+/// shift what the tests time).
+fn repeating_mic_config(sim: &TestSim, dir: &Path) -> Config {
+    let mut c = config(sim, dir, &repeating_mic(dir), &wav(&dir.join("out.wav")));
+    c.earcons = false;
+    c
+}
+
+/// Points `c` at an APA102 strip whose SPI device is a plain file in `dir` (every frame written
+/// is appended to it); returns that file.
+fn apa102_stand_in(c: &mut Config, dir: &Path) -> PathBuf {
+    let spi = dir.join("spidev0.0");
+    std::fs::write(&spi, b"").expect("spi stand-in");
+    c.leds = LedsConfig::Apa102 {
+        spi: spi.clone(),
+        count: PIXELS,
+        brightness: 8,
+        spi_hz: 8_000_000,
+    };
+    spi
 }
 
 fn mkfifo(path: &Path) {
@@ -117,9 +141,7 @@ fn names(sim: &avs_testkit::sim::TestSim, namespace: &str) -> Vec<String> {
 async fn a_button_device_that_appears_late_drives_listen_volume_and_transport() {
     let sim = sim(ANSWER).await;
     let dir = test_dir("hw-buttons");
-    let output = format!("wav:{}", dir.join("out.wav").display());
-    let mut c = config(&sim, &dir, &repeating_mic(&dir), &output);
-    c.earcons = false;
+    let mut c = repeating_mic_config(&sim, &dir);
     let fifo_path = dir.join("buttons");
     c.buttons = Some(buttons(&fifo_path));
     // The device does not exist when the daemon starts: it runs on and finds it later.
@@ -206,9 +228,7 @@ async fn a_button_device_that_appears_late_drives_listen_volume_and_transport() 
 async fn press_and_hold_streams_until_the_button_is_released() {
     let sim = sim(ANSWER).await;
     let dir = test_dir("hw-hold");
-    let output = format!("wav:{}", dir.join("out.wav").display());
-    let mut c = config(&sim, &dir, &repeating_mic(&dir), &output);
-    c.earcons = false;
+    let mut c = repeating_mic_config(&sim, &dir);
     c.dialog.initiator = "PRESS_AND_HOLD".into();
     let fifo_path = dir.join("buttons");
     mkfifo(&fifo_path);
@@ -326,17 +346,8 @@ async fn wait_for_picture(spi: &Path, want: &str) -> Vec<[Px; PIXELS]> {
 async fn apa102_frames_follow_a_dialog_and_a_mute() {
     let sim = sim(ANSWER).await;
     let dir = test_dir("hw-apa102");
-    let output = format!("wav:{}", dir.join("out.wav").display());
-    let mut c = config(&sim, &dir, &repeating_mic(&dir), &output);
-    c.earcons = false;
-    let spi = dir.join("spidev0.0");
-    std::fs::write(&spi, b"").expect("spi stand-in");
-    c.leds = LedsConfig::Apa102 {
-        spi: spi.clone(),
-        count: PIXELS,
-        brightness: 8,
-        spi_hz: 8_000_000,
-    };
+    let mut c = repeating_mic_config(&sim, &dir);
+    let spi = apa102_stand_in(&mut c, &dir);
     let mut device = start_device(c).await;
     wait_for_picture(&spi, "idle").await;
     let cmd = device.daemon.dialog.commands.clone();
@@ -399,34 +410,15 @@ async fn apa102_frames_follow_a_dialog_and_a_mute() {
 async fn apa102_blinks_yellow_while_a_timer_rings_until_stopped() {
     let sim = sim("[[turn]]\nreject = true\n").await;
     let dir = test_dir("hw-alert");
-    let output = format!("wav:{}", dir.join("out.wav").display());
-    let mut c = config(&sim, &dir, "none", &output);
-    let spi = dir.join("spidev0.0");
-    std::fs::write(&spi, b"").expect("spi stand-in");
-    c.leds = LedsConfig::Apa102 {
-        spi: spi.clone(),
-        count: PIXELS,
-        brightness: 8,
-        spi_hz: 8_000_000,
-    };
+    let mut c = speaker_config(&sim, &dir);
+    let spi = apa102_stand_in(&mut c, &dir);
     let mut device = start_device(c).await;
     wait_for_picture(&spi, "idle").await;
     let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
-    let stamp = format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+0000",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    );
+    let stamp = avs_timestamp(at);
     let set = json!({"directive": {"header": {"namespace": "Alerts", "name": "SetAlert", "messageId": "a-1"},
         "payload": {"token": "timer-1", "type": "TIMER", "scheduledTime": stamp}}});
-    sim.admin
-        .push(None, set.to_string())
-        .await
-        .expect("push SetAlert");
+    push_directive(&sim, &set).await;
     device
         .wait_step("AlertStarted", Duration::from_secs(15), |s| {
             matches!(s, DialogStep::AlertStarted { .. })
@@ -436,13 +428,7 @@ async fn apa102_blinks_yellow_while_a_timer_rings_until_stopped() {
     // Blinking: yellow, dark, yellow again.
     wait_for_picture(&spi, "idle").await;
     let ringing = wait_for_picture(&spi, "alerting").await;
-    device
-        .daemon
-        .dialog
-        .commands
-        .send(DialogCommand::Stop)
-        .await
-        .expect("stop");
+    device.command(DialogCommand::Stop).await;
     device
         .wait_step("AlertStopped", Duration::from_secs(5), |s| {
             matches!(s, DialogStep::AlertStopped { .. })

@@ -12,9 +12,8 @@ use avs_sim::SimConfig;
 use avs_sim::lwa::LwaConfig;
 use avsd::auth::token_store::{self, StoredTokens};
 use avsd::auth::{AuthConfig, AuthState, CodePair, has_tokens, login, logout, spawn_auth};
-use avsd::transport::{LinkState, spawn_link};
+use avsd::transport::{LinkState, LinkTuning};
 use link_support::*;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 fn state_dir(name: &str) -> std::path::PathBuf {
@@ -122,16 +121,13 @@ async fn login_honours_pending_and_slow_down_then_takes_a_new_code_when_one_expi
     let shutdown = CancellationToken::new();
     let (auth, auth_task) = spawn_auth(cfg.clone(), shutdown.clone()).unwrap();
     tokio::spawn(auth_task);
-    let (tx, _rx) = mpsc::channel(8);
-    let (mut link, task) = spawn_link(
+    let mut link = spawn_test_link(
         sim.link_config(&sim.handle.url),
+        LinkTuning::default(),
         auth,
-        context_provider(),
-        tx,
-        shutdown.clone(),
     );
-    tokio::spawn(task);
     connected(&mut link.state).await;
+    drop(link);
     shutdown.cancel();
 
     logout(&dir).unwrap();
@@ -263,15 +259,11 @@ async fn a_rejected_refresh_token_means_needs_login_for_auth_and_link() {
         .unwrap()
         .unwrap();
     assert!(!has_tokens(&dir), "the revoked tokens are cleared");
-    let (tx, _rx) = mpsc::channel(8);
-    let (mut link, link_task) = spawn_link(
+    let mut link = spawn_test_link(
         sim.link_config(&sim.handle.url),
+        LinkTuning::default(),
         auth,
-        context_provider(),
-        tx,
-        shutdown.clone(),
     );
-    tokio::spawn(link_task);
     wait_state(&mut link.state, "NeedsLogin", |s| {
         *s == LinkState::NeedsLogin
     })
@@ -300,44 +292,25 @@ async fn an_event_403_gets_a_real_refresh_and_the_event_goes_through_with_the_ne
     tokio::spawn(auth_task);
     let mut token = auth.access_token();
     let before = token.borrow_and_update().clone().unwrap();
-    let (tx, _rx) = mpsc::channel(8);
-    let (mut link, task) = spawn_link(
+    let mut link = spawn_test_link(
         sim.link_config(&sim.handle.url),
+        LinkTuning::default(),
         auth,
-        context_provider(),
-        tx,
-        shutdown.clone(),
     );
-    tokio::spawn(task);
     connected(&mut link.state).await;
-    sim.handle
-        .admin
-        .fault(&avs_sim::Fault::FailEvents {
-            status: 403,
-            count: 1,
-        })
-        .await
-        .unwrap();
+    sim.fault(&avs_sim::Fault::FailEvents {
+        status: 403,
+        count: 1,
+    })
+    .await;
     let mark = sim.handle.recorder.len();
-    let ev = avs_proto::Event::raw(
-        "Speaker",
-        "VolumeChanged",
-        serde_json::json!({"volume": 3, "muted": false}),
-    );
-    let id = ev.header.message_id.clone();
-    link.outbox.send(ev);
+    let id = send_event(&link.outbox, "VolumeChanged", 3);
     tokio::time::timeout(WAIT, token.changed())
         .await
         .unwrap()
         .unwrap();
     assert_ne!(token.borrow_and_update().clone().unwrap(), before);
-    sim.handle
-        .recorder
-        .wait_for(mark, WAIT, "event accepted", |r| {
-            r.event.as_ref().is_some_and(|e| e.message_id == id) && r.status == Some(204)
-        })
-        .await
-        .unwrap();
+    accepted(&sim, mark, &id).await;
     let token_refreshes = sim
         .handle
         .recorder

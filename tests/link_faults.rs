@@ -7,27 +7,14 @@ mod link_support;
 use std::time::{Duration, Instant};
 
 use avs_sim::{Fault, SimConfig};
-use avsd::transport::{Incoming, LinkState, LinkTuning, spawn_link, spawn_link_tuned};
+use avsd::transport::{Incoming, LinkState, LinkTuning};
 use link_support::*;
 use serde_json::json;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn goaway_rst_stream_and_dropped_connection_each_reconnect_and_resynchronize() {
     let sim = Sim::start(SimConfig::default()).await;
-    let (auth, _manual) = sim.manual_auth();
-    let (incoming_tx, _incoming) = mpsc::channel(32);
-    let shutdown = CancellationToken::new();
-    let (mut link, task) = spawn_link(
-        sim.link_config(&sim.handle.url),
-        auth,
-        context_provider(),
-        incoming_tx,
-        shutdown.clone(),
-    );
-    tokio::spawn(task);
-    connected(&mut link.state).await;
+    let link = sim.connected_link().await;
 
     let faults = [
         Fault::GoAway { device: None },
@@ -37,11 +24,7 @@ async fn goaway_rst_stream_and_dropped_connection_each_reconnect_and_resynchroni
     for fault in faults {
         let before = sim.handle.recorder.len();
         let downchannels = count_downchannels(&sim);
-        let mut state = link.state.clone();
-        state.borrow_and_update();
-        sim.handle.admin.fault(&fault).await.unwrap();
-        wait_state(&mut state, "not Connected", |s| *s != LinkState::Connected).await;
-        connected(&mut state).await;
+        fault_and_reconnect(&sim, &link, &fault).await;
         sim.handle
             .recorder
             .wait_for_event_after(before, "System.SynchronizeState", WAIT)
@@ -53,49 +36,23 @@ async fn goaway_rst_stream_and_dropped_connection_each_reconnect_and_resynchroni
             "one new downchannel after {fault:?}"
         );
         // The new connection carries events.
-        let mark = sim.handle.recorder.len();
-        link.outbox.send(event("VolumeChanged", 7));
-        sim.handle
-            .recorder
-            .wait_for_event_after(mark, "Speaker.VolumeChanged", WAIT)
-            .await
-            .unwrap();
+        carries_events(&sim, &link, 7).await;
     }
-    shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_unknown_directives_are_reported_and_the_connection_survives() {
     let sim = Sim::start(SimConfig::default()).await;
-    let (auth, _manual) = sim.manual_auth();
-    let (incoming_tx, mut incoming) = mpsc::channel(32);
-    let shutdown = CancellationToken::new();
-    let (mut link, task) = spawn_link(
-        sim.link_config(&sim.handle.url),
-        auth,
-        context_provider(),
-        incoming_tx,
-        shutdown.clone(),
-    );
-    tokio::spawn(task);
-    connected(&mut link.state).await;
+    let mut link = sim.connected_link().await;
     let downchannels = count_downchannels(&sim);
 
-    sim.handle
-        .admin
-        .fault(&Fault::MalformedDirective { device: None })
-        .await
-        .unwrap();
-    match next_incoming(&mut incoming, "the malformed directive").await {
+    sim.fault(&Fault::MalformedDirective { device: None }).await;
+    match next_incoming(&mut link.incoming, "the malformed directive").await {
         Incoming::Malformed(e) => assert!(e.raw.contains("SetVolume"), "{e:?}"),
         other => panic!("expected Malformed, got {other:?}"),
     }
-    sim.handle
-        .admin
-        .fault(&Fault::UnknownDirective { device: None })
-        .await
-        .unwrap();
-    match next_incoming(&mut incoming, "the unknown directive").await {
+    sim.fault(&Fault::UnknownDirective { device: None }).await;
+    match next_incoming(&mut link.incoming, "the unknown directive").await {
         Incoming::Directive(d) => {
             assert_eq!(d.qualified_name(), "Bogus.DoSomethingUnheardOf");
             assert_eq!(d.kind, avs_proto::DirectiveKind::Unknown);
@@ -111,53 +68,28 @@ async fn malformed_and_unknown_directives_are_reported_and_the_connection_surviv
         )
         .await
         .unwrap();
-    next_directive(&mut incoming, "Speaker.SetMute").await;
+    next_directive(&mut link.incoming, "Speaker.SetMute").await;
     assert_eq!(*link.state.borrow(), LinkState::Connected);
     assert_eq!(
         count_downchannels(&sim),
         downchannels,
         "no reconnect for bad directives"
     );
-    shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_answered_503_or_429_are_retried_until_accepted_once() {
     let sim = Sim::start(SimConfig::default()).await;
-    let (auth, _manual) = sim.manual_auth();
-    let (incoming_tx, _incoming) = mpsc::channel(32);
-    let shutdown = CancellationToken::new();
-    let (mut link, task) = spawn_link(
-        sim.link_config(&sim.handle.url),
-        auth,
-        context_provider(),
-        incoming_tx,
-        shutdown.clone(),
-    );
-    tokio::spawn(task);
-    connected(&mut link.state).await;
+    let link = sim.connected_link().await;
     let downchannels = count_downchannels(&sim);
 
     for (status, name) in [(503u16, "VolumeChanged"), (429, "MuteChanged")] {
-        sim.handle
-            .admin
-            .fault(&Fault::FailEvents { status, count: 2 })
-            .await
-            .unwrap();
+        sim.fault(&Fault::FailEvents { status, count: 2 }).await;
         let mark = sim.handle.recorder.len();
         let started = Instant::now();
-        let ev = event(name, 1);
-        let id = ev.header.message_id.clone();
-        link.outbox.send(ev);
+        let id = send_event(&link.outbox, name, 1);
         let qualified = format!("Speaker.{name}");
-        sim.handle
-            .recorder
-            .wait_for(0, WAIT, "accepted event", |r| {
-                r.event.as_ref().is_some_and(|e| e.message_id == id)
-                    && r.status.is_some_and(|s| s < 300)
-            })
-            .await
-            .unwrap();
+        accepted(&sim, 0, &id).await;
         assert_eq!(
             event_statuses_since(&sim, mark),
             vec![Some(status), Some(status), Some(204)],
@@ -178,16 +110,8 @@ async fn events_answered_503_or_429_are_retried_until_accepted_once() {
         );
     }
     // The next event is sent once and the connection was kept.
-    let ev = event("VolumeChanged", 2);
-    let id = ev.header.message_id.clone();
-    link.outbox.send(ev);
-    sim.handle
-        .recorder
-        .wait_for(0, WAIT, "event", |r| {
-            r.event.as_ref().is_some_and(|e| e.message_id == id)
-        })
-        .await
-        .unwrap();
+    let id = send_event(&link.outbox, "VolumeChanged", 2);
+    accepted(&sim, 0, &id).await;
     assert_eq!(
         recorded(&sim, "Speaker.VolumeChanged")
             .iter()
@@ -196,20 +120,15 @@ async fn events_answered_503_or_429_are_retried_until_accepted_once() {
         1
     );
     assert_eq!(count_downchannels(&sim), downchannels);
-    shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pings_after_idle_and_tears_down_when_pings_go_unanswered() {
     let sim = Sim::start(SimConfig::default()).await;
-    let (auth, _manual) = sim.manual_auth();
-    let (incoming_tx, _incoming) = mpsc::channel(32);
-    let shutdown = CancellationToken::new();
     let mut cfg = sim.link_config(&sim.handle.url);
     cfg.ping_idle = Duration::from_millis(400);
     cfg.ping_timeout = Duration::from_millis(600);
-    let (mut link, task) = spawn_link(cfg, auth, context_provider(), incoming_tx, shutdown.clone());
-    tokio::spawn(task);
+    let mut link = sim.spawn_link(cfg, LinkTuning::default());
     connected(&mut link.state).await;
     let is_ping = |r: &avs_sim::Record| r.path == avs_proto::PING_PATH;
     let first = sim
@@ -234,11 +153,7 @@ async fn pings_after_idle_and_tears_down_when_pings_go_unanswered() {
     );
     let downchannels = count_downchannels(&sim);
 
-    sim.handle
-        .admin
-        .fault(&Fault::SilencePings { enabled: true })
-        .await
-        .unwrap();
+    sim.fault(&Fault::SilencePings { enabled: true }).await;
     let mut state = link.state.clone();
     state.borrow_and_update();
     let silenced = sim
@@ -253,11 +168,7 @@ async fn pings_after_idle_and_tears_down_when_pings_go_unanswered() {
         matches!(s, LinkState::WaitingToRetry { .. })
     })
     .await;
-    sim.handle
-        .admin
-        .fault(&Fault::SilencePings { enabled: false })
-        .await
-        .unwrap();
+    sim.fault(&Fault::SilencePings { enabled: false }).await;
     connected(&mut state).await;
     assert!(
         count_downchannels(&sim) > downchannels,
@@ -276,25 +187,17 @@ async fn pings_after_idle_and_tears_down_when_pings_go_unanswered() {
         reconnected - silenced.at >= Duration::from_millis(590),
         "torn down only after ping_timeout"
     );
-    shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_attempts_never_come_faster_than_the_backoff() {
     let sim = Sim::start(SimConfig::default()).await;
-    let mut proxy = Proxy::start(sim.addr()).await;
-    proxy.stop().await;
-    let (auth, _manual) = sim.manual_auth();
-    let (incoming_tx, _incoming) = mpsc::channel(32);
-    let shutdown = CancellationToken::new();
-    let (link, task) = spawn_link(
-        sim.link_config(&proxy.url()),
-        auth,
-        context_provider(),
-        incoming_tx,
-        shutdown.clone(),
+    let mut relay = start_relay(sim.addr()).await;
+    relay.stop().await;
+    let link = sim.spawn_link(
+        sim.link_config(&relay.url().unwrap()),
+        LinkTuning::default(),
     );
-    tokio::spawn(task);
     let mut state = link.state.clone();
     let mut waits = Vec::new();
     let mut last_wait: Option<(Instant, Duration)> = None;
@@ -331,9 +234,9 @@ async fn reconnect_attempts_never_come_faster_than_the_backoff() {
         );
     }
     // Back online: connected, and the backoff starts over.
-    proxy.restart().await;
+    relay.restart().await.unwrap();
     connected(&mut state).await;
-    proxy.stop().await;
+    relay.stop().await;
     let LinkState::WaitingToRetry { attempt, delay } = wait_state(&mut state, "retry", |s| {
         matches!(s, LinkState::WaitingToRetry { .. })
     })
@@ -343,89 +246,43 @@ async fn reconnect_attempts_never_come_faster_than_the_backoff() {
     };
     assert_eq!(attempt, 1);
     assert!(delay <= Duration::from_millis(375));
-    shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_spaces_attempts_of_a_flapping_link() {
     let sim = Sim::start(SimConfig::default()).await;
-    let (auth, _manual) = sim.manual_auth();
-    let (incoming_tx, _incoming) = mpsc::channel(32);
-    let shutdown = CancellationToken::new();
     let tuning = LinkTuning {
         rate_limit_window: Duration::from_secs(3),
         rate_limit_attempts: 2,
         ..LinkTuning::default()
     };
-    let (mut link, task) = spawn_link_tuned(
-        sim.link_config(&sim.handle.url),
-        tuning,
-        auth,
-        context_provider(),
-        incoming_tx,
-        shutdown.clone(),
-    );
-    tokio::spawn(task);
-    connected(&mut link.state).await;
+    let link = sim.connected_link_tuned(tuning).await;
     let t0 = Instant::now();
     // Each drop happens on a connection that reached CONNECTED, so the backoff alone would
     // allow 250 ms; the third attempt must wait for the window.
     for _ in 0..2 {
-        let mut state = link.state.clone();
-        state.borrow_and_update();
-        sim.handle
-            .admin
-            .fault(&Fault::DropConnection { device: None })
-            .await
-            .unwrap();
-        wait_state(&mut state, "dropped", |s| *s != LinkState::Connected).await;
-        connected(&mut state).await;
+        fault_and_reconnect(&sim, &link, &Fault::DropConnection { device: None }).await;
     }
     assert!(
         t0.elapsed() >= Duration::from_millis(2900),
         "third connection after {:?}",
         t0.elapsed()
     );
-    shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_event_response_ends_the_connection_and_the_event_is_sent_on_the_next() {
     let sim = Sim::start(SimConfig::default()).await;
-    let (auth, _manual) = sim.manual_auth();
-    let (incoming_tx, _incoming) = mpsc::channel(32);
-    let shutdown = CancellationToken::new();
     let tuning = LinkTuning {
         event_response_timeout: Duration::from_millis(800),
         ..LinkTuning::default()
     };
-    let (mut link, task) = spawn_link_tuned(
-        sim.link_config(&sim.handle.url),
-        tuning,
-        auth,
-        context_provider(),
-        incoming_tx,
-        shutdown.clone(),
-    );
-    tokio::spawn(task);
-    connected(&mut link.state).await;
+    let link = sim.connected_link_tuned(tuning).await;
     let downchannels = count_downchannels(&sim);
-    sim.handle
-        .admin
-        .fault(&Fault::StallEvents { count: 1 })
-        .await
-        .unwrap();
+    sim.fault(&Fault::StallEvents { count: 1 }).await;
     let mark = sim.handle.recorder.len();
-    let ev = event("VolumeChanged", 42);
-    let id = ev.header.message_id.clone();
-    link.outbox.send(ev);
-    sim.handle
-        .recorder
-        .wait_for(mark, WAIT, "event accepted", |r| {
-            r.event.as_ref().is_some_and(|e| e.message_id == id) && r.status == Some(204)
-        })
-        .await
-        .unwrap();
+    let id = send_event(&link.outbox, "VolumeChanged", 42);
+    accepted(&sim, mark, &id).await;
     assert_eq!(count_downchannels(&sim), downchannels + 1, "reconnected");
     let statuses = event_statuses_since(&sim, mark);
     assert_eq!(
@@ -433,15 +290,11 @@ async fn a_stalled_event_response_ends_the_connection_and_the_event_is_sent_on_t
         Some(&None),
         "the stalled attempt: {statuses:?}"
     );
-    shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_directive_part_is_skipped_and_the_next_one_arrives_on_the_same_connection() {
     let sim = Sim::start(SimConfig::default()).await;
-    let (auth, _manual) = sim.manual_auth();
-    let (incoming_tx, mut incoming) = mpsc::channel(32);
-    let shutdown = CancellationToken::new();
     let tuning = LinkTuning {
         part_limits: avs_proto::multipart::Limits {
             json_part_bytes: 16 * 1024,
@@ -449,16 +302,7 @@ async fn an_oversized_directive_part_is_skipped_and_the_next_one_arrives_on_the_
         },
         ..LinkTuning::default()
     };
-    let (mut link, task) = spawn_link_tuned(
-        sim.link_config(&sim.handle.url),
-        tuning,
-        auth,
-        context_provider(),
-        incoming_tx,
-        shutdown.clone(),
-    );
-    tokio::spawn(task);
-    connected(&mut link.state).await;
+    let mut link = sim.connected_link_tuned(tuning).await;
     let downchannels = count_downchannels(&sim);
     let huge = avs_proto::Directive::build(
         avs_proto::Header::new("Speaker", "SetVolume"),
@@ -476,11 +320,10 @@ async fn an_oversized_directive_part_is_skipped_and_the_next_one_arrives_on_the_
         .await
         .unwrap();
     // The first thing delivered is the small directive: the oversized one never surfaces.
-    match next_incoming(&mut incoming, "the directive after the oversized one").await {
+    match next_incoming(&mut link.incoming, "the directive after the oversized one").await {
         Incoming::Directive(d) => assert_eq!(d.header.message_id, id),
         other => panic!("expected SetMute, got {other:?}"),
     }
     assert_eq!(count_downchannels(&sim), downchannels);
     assert_eq!(*link.state.borrow(), LinkState::Connected);
-    shutdown.cancel();
 }

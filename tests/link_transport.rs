@@ -7,27 +7,15 @@ mod link_support;
 use std::time::Duration;
 
 use avs_sim::{Fault, SimConfig};
-use avsd::transport::{Incoming, LinkState, ResponseOutcome, SendError, spawn_link};
+use avsd::transport::{Incoming, LinkState, LinkTuning, ResponseOutcome, SendError};
 use link_support::*;
 use serde_json::json;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connects_downchannel_first_then_synchronizes_state_and_exchanges_messages() {
     let sim = Sim::start(SimConfig::default()).await;
-    let (auth, _manual) = sim.manual_auth();
-    let (incoming_tx, mut incoming) = mpsc::channel(32);
-    let shutdown = CancellationToken::new();
-    let (mut link, task) = spawn_link(
-        sim.link_config(&sim.handle.url),
-        auth,
-        context_provider(),
-        incoming_tx,
-        shutdown.clone(),
-    );
-    let task = tokio::spawn(task);
-    connected(&mut link.state).await;
+    let mut link = sim.connected_link().await;
 
     let records = sim.handle.recorder.records();
     let dc = records
@@ -62,7 +50,7 @@ async fn connects_downchannel_first_then_synchronizes_state_and_exchanges_messag
         .await
         .unwrap();
     assert_eq!(n, 1);
-    let d = next_directive(&mut incoming, "Speaker.SetVolume").await;
+    let d = next_directive(&mut link.incoming, "Speaker.SetVolume").await;
     assert_eq!(d.header.message_id, id);
 
     // Events go out in order.
@@ -86,8 +74,11 @@ async fn connects_downchannel_first_then_synchronizes_state_and_exchanges_messag
         .collect();
     assert_eq!(vols, vec![json!(0), json!(1), json!(2)]);
 
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    link.shutdown.cancel();
+    tokio::time::timeout(WAIT, &mut link.task)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(*link.state.borrow(), LinkState::Disconnected);
 }
 
@@ -95,44 +86,28 @@ async fn connects_downchannel_first_then_synchronizes_state_and_exchanges_messag
 async fn event_403_asks_for_a_refresh_keeps_the_connection_and_retries_with_the_new_token() {
     let sim = Sim::start(SimConfig::default()).await;
     let (auth, mut manual) = sim.manual_auth();
-    let (incoming_tx, _incoming) = mpsc::channel(32);
-    let shutdown = CancellationToken::new();
-    let (mut link, task) = spawn_link(
+    let mut link = spawn_test_link(
         sim.link_config(&sim.handle.url),
+        LinkTuning::default(),
         auth,
-        context_provider(),
-        incoming_tx,
-        shutdown.clone(),
     );
-    tokio::spawn(task);
     connected(&mut link.state).await;
     let downchannels = count_downchannels(&sim);
 
-    sim.handle
-        .admin
-        .fault(&Fault::FailEvents {
-            status: 403,
-            count: 1,
-        })
-        .await
-        .unwrap();
+    sim.fault(&Fault::FailEvents {
+        status: 403,
+        count: 1,
+    })
+    .await;
     let mark = sim.handle.recorder.len();
-    let ev = event("VolumeChanged", 9);
-    let id = ev.header.message_id.clone();
-    link.outbox.send(ev);
+    let id = send_event(&link.outbox, "VolumeChanged", 9);
     assert!(
         tokio::time::timeout(WAIT, manual.refresh_requested())
             .await
             .unwrap()
     );
     manual.token.send_replace(Some(sim.issue_token()));
-    sim.handle
-        .recorder
-        .wait_for(0, WAIT, "retried event", |r| {
-            r.event.as_ref().is_some_and(|e| e.message_id == id) && r.status == Some(204)
-        })
-        .await
-        .unwrap();
+    accepted(&sim, 0, &id).await;
     assert_eq!(event_statuses_since(&sim, mark), vec![Some(403), Some(204)]);
     assert_eq!(
         count_downchannels(&sim),
@@ -140,7 +115,6 @@ async fn event_403_asks_for_a_refresh_keeps_the_connection_and_retries_with_the_
         "a 403 on an event keeps the connection"
     );
     assert_eq!(*link.state.borrow(), LinkState::Connected);
-    shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,16 +122,11 @@ async fn downchannel_403_refreshes_then_reconnects_with_the_new_token() {
     let sim = Sim::start(SimConfig::default()).await;
     let (auth, mut manual) =
         avsd::auth::AuthHandle::manual(Some(avsd::auth::AccessToken::new("Atza|not-a-token")));
-    let (incoming_tx, _incoming) = mpsc::channel(32);
-    let shutdown = CancellationToken::new();
-    let (mut link, task) = spawn_link(
+    let mut link = spawn_test_link(
         sim.link_config(&sim.handle.url),
+        LinkTuning::default(),
         auth,
-        context_provider(),
-        incoming_tx,
-        shutdown.clone(),
     );
-    tokio::spawn(task);
     assert!(
         tokio::time::timeout(WAIT, manual.refresh_requested())
             .await
@@ -172,27 +141,19 @@ async fn downchannel_403_refreshes_then_reconnects_with_the_new_token() {
         .map(|r| r.status)
         .collect();
     assert_eq!(statuses, vec![Some(403), Some(200)]);
-    shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_queued_offline_are_sent_once_in_order_after_the_cloud_comes_back() {
     let sim = Sim::start(SimConfig::default()).await;
-    let mut proxy = Proxy::start(sim.addr()).await;
-    let (auth, _manual) = sim.manual_auth();
-    let (incoming_tx, _incoming) = mpsc::channel(32);
-    let shutdown = CancellationToken::new();
-    let (mut link, task) = spawn_link(
-        sim.link_config(&proxy.url()),
-        auth,
-        context_provider(),
-        incoming_tx,
-        shutdown.clone(),
+    let mut relay = start_relay(sim.addr()).await;
+    let mut link = sim.spawn_link(
+        sim.link_config(&relay.url().unwrap()),
+        LinkTuning::default(),
     );
-    tokio::spawn(task);
     connected(&mut link.state).await;
 
-    proxy.stop().await;
+    relay.stop().await;
     wait_state(&mut link.state, "offline", |s| {
         matches!(s, LinkState::WaitingToRetry { .. })
     })
@@ -204,16 +165,11 @@ async fn events_queued_offline_are_sent_once_in_order_after_the_cloud_comes_back
         .unwrap_err();
     assert_eq!(refused, SendError::NotConnected);
     let ids: Vec<String> = (0..5)
-        .map(|n| {
-            let ev = event("VolumeChanged", 100 + n);
-            let id = ev.header.message_id.clone();
-            link.outbox.send(ev);
-            id
-        })
+        .map(|n| send_event(&link.outbox, "VolumeChanged", 100 + n))
         .collect();
     assert_eq!(link.outbox.queued_len(), 5);
     let mark = sim.handle.recorder.len();
-    proxy.restart().await;
+    relay.restart().await.unwrap();
     connected(&mut link.state).await;
     for id in &ids {
         sim.handle
@@ -224,14 +180,7 @@ async fn events_queued_offline_are_sent_once_in_order_after_the_cloud_comes_back
             .await
             .unwrap();
     }
-    let after: Vec<_> = sim
-        .handle
-        .recorder
-        .records()
-        .into_iter()
-        .skip(mark)
-        .filter_map(|r| r.event)
-        .collect();
+    let after = sim.handle.recorder.events_since(mark);
     let sync = after
         .iter()
         .position(|e| e.name == "SynchronizeState")
@@ -248,7 +197,6 @@ async fn events_queued_offline_are_sent_once_in_order_after_the_cloud_comes_back
         .unwrap();
     assert!(sync < first_event, "SynchronizeState goes first");
     outbox_drained(&link.outbox).await;
-    shutdown.cancel();
 }
 
 /// A Recognize round trip; `attachments_first` makes the sim write each MP3 before its Speak.
@@ -260,22 +208,11 @@ async fn recognize_round_trip(attachments_first: bool) {
         ..SimConfig::default()
     })
     .await;
-    let (auth, _manual) = sim.manual_auth();
-    let (incoming_tx, mut incoming) = mpsc::channel(64);
-    let shutdown = CancellationToken::new();
-    let (mut link, task) = spawn_link(
-        sim.link_config(&sim.handle.url),
-        auth,
-        context_provider(),
-        incoming_tx,
-        shutdown.clone(),
-    );
-    tokio::spawn(task);
-    connected(&mut link.state).await;
+    let mut link = sim.connected_link().await;
 
     let (dialog, mut handle, feeder) = start_recognize(&link);
     // StopCapture comes on the downchannel while the upload is still open.
-    let stop = next_directive(&mut incoming, "SpeechRecognizer.StopCapture").await;
+    let stop = next_directive(&mut link.incoming, "SpeechRecognizer.StopCapture").await;
     assert_eq!(stop.dialog_request_id(), Some(dialog.as_str()));
     assert!(
         !feeder.is_finished(),
@@ -287,7 +224,7 @@ async fn recognize_round_trip(attachments_first: bool) {
     let mut speaks = Vec::new();
     let outcome = loop {
         tokio::select! {
-            item = next_incoming(&mut incoming, "the Recognize response") => {
+            item = next_incoming(&mut link.incoming, "the Recognize response") => {
                 if let Incoming::Directive(d) = item
                     && d.qualified_name() == "SpeechSynthesizer.Speak"
                 {
@@ -298,7 +235,7 @@ async fn recognize_round_trip(attachments_first: bool) {
         }
     };
     assert_eq!(outcome, ResponseOutcome::Status(200));
-    while let Ok(Incoming::Directive(d)) = incoming.try_recv() {
+    while let Ok(Incoming::Directive(d)) = link.incoming.try_recv() {
         if d.qualified_name() == "SpeechSynthesizer.Speak" {
             speaks.push(d);
         }
@@ -330,7 +267,6 @@ async fn recognize_round_trip(attachments_first: bool) {
         Some(dialog.as_str())
     );
     assert!(rec.audio_wav.is_some(), "the sim heard the audio part");
-    shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,26 +286,11 @@ async fn a_response_reset_inside_an_attachment_fails_its_reader_not_the_connecti
         ..SimConfig::default()
     })
     .await;
-    let (auth, _manual) = sim.manual_auth();
-    let (incoming_tx, mut incoming) = mpsc::channel(64);
-    let shutdown = CancellationToken::new();
-    let (mut link, task) = spawn_link(
-        sim.link_config(&sim.handle.url),
-        auth,
-        context_provider(),
-        incoming_tx,
-        shutdown.clone(),
-    );
-    tokio::spawn(task);
-    connected(&mut link.state).await;
+    let mut link = sim.connected_link().await;
     let downchannels = count_downchannels(&sim);
-    sim.handle
-        .admin
-        .fault(&Fault::KillMidAttachment)
-        .await
-        .unwrap();
+    sim.fault(&Fault::KillMidAttachment).await;
     let (_dialog, handle, feeder) = start_recognize(&link);
-    next_directive(&mut incoming, "SpeechRecognizer.StopCapture").await;
+    next_directive(&mut link.incoming, "SpeechRecognizer.StopCapture").await;
     feeder.abort();
     let outcome = tokio::time::timeout(WAIT, handle.response)
         .await
@@ -378,7 +299,7 @@ async fn a_response_reset_inside_an_attachment_fails_its_reader_not_the_connecti
     assert!(matches!(outcome, ResponseOutcome::Failed(_)), "{outcome:?}");
     // h2 may discard the frames queued before the reset, so the Speak may never reach us; when
     // it does, its attachment must end in an error, never as a clean (truncated) MP3.
-    while let Ok(item) = incoming.try_recv() {
+    while let Ok(item) = link.incoming.try_recv() {
         if let Incoming::Directive(d) = item
             && d.qualified_name() == "SpeechSynthesizer.Speak"
         {
@@ -399,14 +320,7 @@ async fn a_response_reset_inside_an_attachment_fails_its_reader_not_the_connecti
         }
     }
     // The connection is untouched and still carries events.
-    let mark = sim.handle.recorder.len();
-    link.outbox.send(event("VolumeChanged", 5));
-    sim.handle
-        .recorder
-        .wait_for_event_after(mark, "Speaker.VolumeChanged", WAIT)
-        .await
-        .unwrap();
+    carries_events(&sim, &link, 5).await;
     assert_eq!(count_downchannels(&sim), downchannels);
     assert_eq!(*link.state.borrow(), LinkState::Connected);
-    shutdown.cancel();
 }

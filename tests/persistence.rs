@@ -7,10 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-mod link_support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use avs_testkit::sim::TestSim;
@@ -21,31 +20,14 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A config file for `avsd run` reaching the cloud at `endpoint` (the sim, or a relay to it).
 fn write_config(sim: &TestSim, endpoint: &url::Url, dir: &Path) -> PathBuf {
-    let path = dir.join("avsd.toml");
-    let ca = dir.join("sim-ca.pem");
-    std::fs::copy(&sim.ca_pem, &ca).expect("copy CA");
-    let text = format!(
-        "[device]\nserial_number = \"persist-{name}\"\n[cloud]\nendpoint = \"{url}\"\nlwa_url = \"{url}\"\nextra_ca_file = \"{ca}\"\n[paths]\nstate_dir = \"{state}\"\ncontrol_socket = \"{sock}\"\n[audio]\ninput = \"none\"\noutput = \"wav:{out}\"\n",
-        name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("x"),
-        url = endpoint,
-        ca = ca.display(),
-        state = dir.join("state").display(),
-        sock = dir.join("control.sock").display(),
-        out = dir.join("out.wav").display(),
-    );
-    std::fs::write(&path, text).expect("config");
-    path
-}
-
-fn spawn(config: &Path, log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_avsd"))
-        .args(["run", "--config"])
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log"))
-        .spawn()
-        .expect("spawn avsd")
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("x");
+    write_run_config(
+        sim,
+        endpoint,
+        dir,
+        &format!("persist-{name}"),
+        &dir.join("out.wav"),
+    )
 }
 
 async fn control(dir: &Path, request: &avsd::control::Request) {
@@ -96,17 +78,10 @@ fn stored_outbox(dir: &Path) -> Vec<(String, String)> {
 /// `(Namespace.Name, messageId)` of every event the sim accepted after record `mark`.
 fn events_since(sim: &TestSim, mark: usize) -> Vec<(String, String)> {
     sim.recorder
-        .records()
+        .events_since(mark)
         .into_iter()
-        .skip(mark)
-        .filter_map(|r| r.event)
         .map(|e| (format!("{}.{}", e.namespace, e.name), e.message_id))
         .collect()
-}
-
-fn stamp(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .expect("format")
 }
 
 enum Stop {
@@ -119,31 +94,20 @@ enum Stop {
 /// SynchronizeState, and the dropped kinds do not arrive at all.
 async fn offline_events_survive(name: &str, how: Stop) {
     let sim = sim("[[turn]]\nreject = true\n").await;
-    let addr: std::net::SocketAddr = format!(
-        "{}:{}",
-        sim.url.host_str().expect("host"),
-        sim.url.port().expect("port")
-    )
-    .parse()
-    .expect("sim addr");
-    let mut relay = link_support::Proxy::start(addr).await;
+    let mut relay = avs_sim::relay::Relay::start(sim.addr().unwrap())
+        .await
+        .unwrap();
     let dir = test_dir(name);
-    let config_path = write_config(&sim, &relay.url(), &dir);
+    let config_path = write_config(&sim, &relay.url().unwrap(), &dir);
     login(&avsd::config::Config::load(&config_path).expect("config")).await;
 
-    let mut first = spawn(&config_path, &dir.join("first.log"));
-    sim.recorder
-        .wait_for_event("System.SynchronizeState", WAIT)
-        .await
-        .expect("connected");
+    let mut first = spawn_avsd_run(&config_path, &dir.join("first.log"));
+    wait_event(&sim, "System.SynchronizeState", WAIT).await;
     let fire = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
     let set = json!({"directive": {"header": {"namespace": "Alerts", "name": "SetAlert", "messageId": "p-1"},
-        "payload": {"token": "alarm-offline", "type": "ALARM", "scheduledTime": stamp(fire)}}});
-    sim.admin.push(None, set.to_string()).await.expect("push");
-    sim.recorder
-        .wait_for_event("Alerts.SetAlertSucceeded", WAIT)
-        .await
-        .expect("SetAlertSucceeded");
+        "payload": {"token": "alarm-offline", "type": "ALARM", "scheduledTime": rfc3339(fire)}}});
+    push_directive(&sim, &set).await;
+    wait_event(&sim, "Alerts.SetAlertSucceeded", WAIT).await;
 
     // The cloud becomes unreachable; the alarm rings, is stopped, the volume changes.
     relay.stop().await;
@@ -160,11 +124,7 @@ async fn offline_events_survive(name: &str, how: Stop) {
     control(&dir, &avsd::control::Request::Stop).await;
     match how {
         Stop::Term => {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(first.id().to_string())
-                .status();
-            let status = first.wait().expect("exit");
+            let status = sigterm_and_wait(&mut first);
             assert!(
                 status.success(),
                 "avsd exited with {status}:\n{}",
@@ -198,9 +158,9 @@ async fn offline_events_survive(name: &str, how: Stop) {
     ) & 0o777;
     assert_eq!(mode, 0o600);
 
-    relay.restart().await;
+    relay.restart().await.unwrap();
     let mark = sim.recorder.len();
-    let mut second = spawn(&config_path, &dir.join("second.log"));
+    let mut second = spawn_avsd_run(&config_path, &dir.join("second.log"));
     sim.recorder
         .wait_for(mark, WAIT, "the replayed AlertStopped", |r| {
             r.event
@@ -227,11 +187,7 @@ async fn offline_events_survive(name: &str, how: Stop) {
         })
         .await
         .expect("new VolumeChanged");
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(second.id().to_string())
-        .status();
-    let status = second.wait().expect("exit");
+    let status = sigterm_and_wait(&mut second);
     assert!(status.success(), "{}", log_of(&dir, "second.log"));
 
     let got = events_since(&sim, mark);
@@ -266,10 +222,8 @@ async fn offline_events_survive(name: &str, how: Stop) {
         .expect("replayed");
     let new_id = sim
         .recorder
-        .records()
+        .events_since(mark)
         .into_iter()
-        .skip(mark)
-        .filter_map(|r| r.event)
         .find(|e| e.name == "VolumeChanged" && e.payload["volume"] == 44)
         .expect("new VolumeChanged")
         .message_id;
@@ -410,13 +364,7 @@ async fn a_new_login_is_picked_up_by_the_running_daemon() {
         "relogin: Connected {:.0} ms after `avsd login` ended",
         linked.elapsed().as_secs_f64() * 1000.0
     );
-    device
-        .daemon
-        .dialog
-        .commands
-        .send(avsd::dialog::DialogCommand::Listen)
-        .await
-        .expect("listen");
+    device.command(avsd::dialog::DialogCommand::Listen).await;
     device
         .wait_step("the answer spoken", Duration::from_secs(30), |s| {
             matches!(s, avsd::dialog::DialogStep::SpeechFinished { .. })

@@ -12,7 +12,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use avs_sim::Fault;
 use avs_sim::lwa::LwaConfig;
 use avsd::agents::speaker::VolumeCommand;
 use avsd::daemon::Daemon;
@@ -68,8 +67,7 @@ async fn tls_verification_stays_on_and_names_the_certificate_problem() {
     let sim = sim(QUICK).await;
     let other = sim_with(LwaConfig::default()).await;
     let dir = test_dir("sec-tls");
-    let out = format!("wav:{}", dir.join("out.wav").display());
-    let trusted = config(&sim, &dir, "none", &out);
+    let trusted = speaker_config(&sim, &dir);
 
     // Login with no extra CA: the LWA stub's certificate is refused.
     let mut untrusted = trusted.clone();
@@ -136,11 +134,7 @@ async fn tls_verification_stays_on_and_names_the_certificate_problem() {
             "{name}: no retries seen: {seen:?}"
         );
         assert!(
-            !sim.recorder
-                .records()
-                .iter()
-                .skip(mark)
-                .any(|r| r.path == avs_proto::DIRECTIVES_PATH),
+            !downchannel_since(&sim, mark),
             "{name}: a downchannel reached the sim"
         );
         shutdown.cancel();
@@ -195,9 +189,7 @@ async fn token_file_is_0600_and_no_token_reaches_the_logs_at_trace() {
     captured();
     let sim = sim(QUICK).await;
     let dir = test_dir("sec-tokens");
-    let out = format!("wav:{}", dir.join("out.wav").display());
-    let input = format!("wav:{}", utterance_path().display());
-    let cfg = config(&sim, &dir, &input, &out);
+    let cfg = utterance_config(&sim, &dir);
     login(&cfg).await;
     let first = stored_tokens(&dir);
     let shutdown = CancellationToken::new();
@@ -230,13 +222,7 @@ async fn token_file_is_0600_and_no_token_reaches_the_logs_at_trace() {
     .await
     .expect("the dialog finished");
     // ... then a refused event, so the token is refreshed and the new one used.
-    sim.admin
-        .fault(&Fault::FailEvents {
-            status: 403,
-            count: 1,
-        })
-        .await
-        .expect("arm 403");
+    fail_events(&sim, 403, 1).await;
     let mark = sim.recorder.len();
     daemon
         .dialog
@@ -343,10 +329,9 @@ async fn the_sim_refuses_bad_expired_and_foreign_tokens() {
     // The daemon holding foreign tokens: the downchannel is refused, the refresh is refused,
     // and the link asks for a new login instead of connecting.
     let dir = test_dir("sec-foreign");
-    let out = format!("wav:{}", dir.join("out.wav").display());
-    let cfg_foreign = config(&foreign_sim, &dir, "none", &out);
+    let cfg_foreign = speaker_config(&foreign_sim, &dir);
     login(&cfg_foreign).await;
-    let mut cfg = config(&sim, &dir, "none", &out);
+    let mut cfg = speaker_config(&sim, &dir);
     cfg.device.serial_number = cfg_foreign.device.serial_number.clone();
     let mark = sim.recorder.len();
     let shutdown = CancellationToken::new();

@@ -79,29 +79,8 @@ async fn main() {
         let mut c = H2Client::connect(&url, &ca).await.unwrap();
         let serial = format!("BENCH-{n:04}");
         let scope = json!({"alexa:all": {"productID": "bench", "productInstanceAttributes": {"deviceSerialNumber": serial}}}).to_string();
-        let (_, pair) = c
-            .post_form(
-                "/auth/O2/create/codepair",
-                &[
-                    ("response_type", "device_code"),
-                    ("client_id", client_id),
-                    ("scope", "alexa:all"),
-                    ("scope_data", &scope),
-                ],
-            )
-            .await
-            .unwrap();
-        let (_, tokens) = c
-            .post_form(
-                "/auth/O2/token",
-                &[
-                    ("grant_type", "device_code"),
-                    ("device_code", pair["device_code"].as_str().unwrap()),
-                    ("user_code", pair["user_code"].as_str().unwrap()),
-                ],
-            )
-            .await
-            .unwrap();
+        let (_, pair) = c.create_code_pair(client_id, &scope).await.unwrap();
+        let (_, tokens) = c.poll_code_pair(&pair).await.unwrap();
         let token = tokens["access_token"].as_str().unwrap().to_owned();
         let dc = c.open_downchannel(&token).await.unwrap();
         assert_eq!(dc.status, 200);

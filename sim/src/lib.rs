@@ -18,6 +18,7 @@
 //! - `skill`: hosting a real Alexa skill web service behind a turn.
 //! - `progressive`: the skill-side Progressive Response API (`POST /v1/directives`).
 //! - `media`: what `/media/` serves (plain files, ICY radio streams) and ID3v2 tag building.
+//! - `relay`: a restartable TCP relay in front of the sim, for tests and benches of outages.
 
 pub mod admin;
 pub mod gateway;
@@ -25,6 +26,7 @@ pub mod lwa;
 pub mod media;
 pub mod progressive;
 pub mod recorder;
+pub mod relay;
 pub mod router;
 pub mod scenario;
 mod server;

@@ -167,6 +167,16 @@ impl Recorder {
         self.lock().records.clone()
     }
 
+    /// The events recorded from record `mark` on (a [`Recorder::len`] taken earlier), in order.
+    pub fn events_since(&self, mark: usize) -> Vec<RecordedEvent> {
+        self.lock()
+            .records
+            .iter()
+            .skip(mark)
+            .filter_map(|r| r.event.clone())
+            .collect()
+    }
+
     /// The recorded events named `Namespace.Name`.
     pub fn events(&self, qualified_name: &str) -> Vec<Record> {
         self.lock()

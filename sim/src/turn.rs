@@ -84,6 +84,18 @@ async fn send(sink: &TurnSink, d: TurnDirective) -> Result<(), TurnError> {
     sink.send(d).await.map_err(|_| TurnError::StreamGone)
 }
 
+/// Sends a directive that has no attachment.
+async fn send_json(sink: &TurnSink, json: String) -> Result<(), TurnError> {
+    send(
+        sink,
+        TurnDirective {
+            json,
+            attachment: None,
+        },
+    )
+    .await
+}
+
 /// Plays `turn` into `sink`; returns when every directive of the response stream is written
 /// (downchannel pushes continue on their own task).
 pub async fn run(
@@ -150,14 +162,7 @@ pub async fn run(
         let json =
             avs_proto::DirectiveEnvelope::new(header, json!({"timeoutInMilliseconds": timeout_ms}))
                 .to_json();
-        send(
-            &sink,
-            TurnDirective {
-                json,
-                attachment: None,
-            },
-        )
-        .await?;
+        send_json(&sink, json).await?;
     }
     if let Some(play) = &turn.play {
         let mp3 = synthesize(&play.text).await?;
@@ -191,14 +196,7 @@ pub async fn run(
     for d in &turn.directives {
         let with_dialog = d.with_dialog.unwrap_or(true);
         let json = d.to_json(with_dialog.then_some(dialog).filter(|d| !d.is_empty()));
-        send(
-            &sink,
-            TurnDirective {
-                json,
-                attachment: None,
-            },
-        )
-        .await?;
+        send_json(&sink, json).await?;
     }
     if !turn.downchannel.is_empty() {
         let pushes = turn.downchannel.clone();

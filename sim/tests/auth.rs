@@ -28,28 +28,9 @@ async fn missing_and_unknown_tokens_get_403() {
     let mut c = sim.client().await.unwrap();
     let sync = event("System", "SynchronizeState", json!({}));
     for token in [None, Some("Atza|not-issued")] {
-        let r = c
-            .send(
-                http::Method::GET,
-                avs_proto::DIRECTIVES_PATH,
-                token,
-                None,
-                bytes::Bytes::new(),
-            )
-            .await
-            .unwrap();
-        assert_403(r).await;
-        let r = c
-            .send(
-                http::Method::GET,
-                avs_proto::PING_PATH,
-                token,
-                None,
-                bytes::Bytes::new(),
-            )
-            .await
-            .unwrap();
-        assert_403(r).await;
+        for path in [avs_proto::DIRECTIVES_PATH, avs_proto::PING_PATH] {
+            assert_403(c.get(path, token).await.unwrap()).await;
+        }
     }
     assert_403(c.post_event("Atza|not-issued", &sync).await.unwrap()).await;
     // The connection survives a 403 on an event stream.

@@ -101,30 +101,9 @@ async fn ready_file_link_downchannel_and_sigterm() {
     let mut c = H2Client::connect(&url, &ca).await.unwrap();
     let scope = json!({"alexa:all": {"productID": "p", "productInstanceAttributes": {"deviceSerialNumber": "SN-BIN"}}}).to_string();
     let client_id = "amzn1.application-oa2-client.bin";
-    let (status, pair) = c
-        .post_form(
-            "/auth/O2/create/codepair",
-            &[
-                ("response_type", "device_code"),
-                ("client_id", client_id),
-                ("scope", "alexa:all"),
-                ("scope_data", &scope),
-            ],
-        )
-        .await
-        .unwrap();
+    let (status, pair) = c.create_code_pair(client_id, &scope).await.unwrap();
     assert_eq!(status, 200);
-    let (status, tokens) = c
-        .post_form(
-            "/auth/O2/token",
-            &[
-                ("grant_type", "device_code"),
-                ("device_code", pair["device_code"].as_str().unwrap()),
-                ("user_code", pair["user_code"].as_str().unwrap()),
-            ],
-        )
-        .await
-        .unwrap();
+    let (status, tokens) = c.poll_code_pair(&pair).await.unwrap();
     assert_eq!(status, 200, "auto-approved: {tokens}");
     let dc = c
         .open_downchannel(tokens["access_token"].as_str().unwrap())

@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use avs_sim::{Fault, Scenario, SimConfig};
-use avs_testkit::h2client::ReceivedPart;
-use avs_testkit::sim::start_sim;
+use avs_testkit::h2client::{H2Client, Parts, ReceivedPart};
+use avs_testkit::sim::{TestSim, start_sim};
 use common::*;
 use serde_json::json;
 
@@ -60,18 +60,24 @@ async fn goaway_closes_the_connection_gracefully() {
     );
 }
 
+/// Opens a downchannel on `c` and waits until the sim has answered it.
+async fn open_downchannel(sim: &TestSim, c: &mut H2Client, token: &str) -> Parts {
+    let dc = c.open_downchannel(token).await.unwrap();
+    assert_eq!(dc.status, 200);
+    let parts = dc.parts().unwrap();
+    sim.recorder
+        .wait_for(0, LONG, "downchannel", |r| r.status == Some(200))
+        .await
+        .unwrap();
+    parts
+}
+
 #[tokio::test]
 async fn reset_downchannel_keeps_the_connection() {
     let sim = start_sim(SimConfig::default()).await.unwrap();
     let token = sim.token("SN-F-2");
     let mut c = sim.client().await.unwrap();
-    let dc = c.open_downchannel(&token).await.unwrap();
-    assert_eq!(dc.status, 200);
-    let mut parts = dc.parts().unwrap();
-    sim.recorder
-        .wait_for(0, LONG, "downchannel", |r| r.status == Some(200))
-        .await
-        .unwrap();
+    let mut parts = open_downchannel(&sim, &mut c, &token).await;
     sim.admin
         .fault(&Fault::ResetDownchannel { device: None })
         .await
@@ -93,12 +99,7 @@ async fn drop_connection_closes_tcp_without_goaway() {
     let sim = start_sim(SimConfig::default()).await.unwrap();
     let token = sim.token("SN-F-3");
     let mut c = sim.client().await.unwrap();
-    let dc = c.open_downchannel(&token).await.unwrap();
-    let mut parts = dc.parts().unwrap();
-    sim.recorder
-        .wait_for(0, LONG, "downchannel", |r| r.status == Some(200))
-        .await
-        .unwrap();
+    let mut parts = open_downchannel(&sim, &mut c, &token).await;
     sim.admin
         .fault(&Fault::DropConnection {
             device: Some("SN-F-3".into()),

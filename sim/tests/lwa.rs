@@ -161,15 +161,7 @@ async fn bad_client_id_and_unknown_or_expired_pairs() {
         .unwrap();
     let mut c = sim.client().await.unwrap();
     let (status, v) = c
-        .post_form(
-            "/auth/O2/create/codepair",
-            &[
-                ("response_type", "device_code"),
-                ("client_id", "not-a-client"),
-                ("scope", "alexa:all"),
-                ("scope_data", SCOPE_DATA),
-            ],
-        )
+        .create_code_pair("not-a-client", SCOPE_DATA)
         .await
         .unwrap();
     assert_eq!(
@@ -202,30 +194,12 @@ async fn bad_client_id_and_unknown_or_expired_pairs() {
     assert_eq!(v["error"], "invalid_code_pair");
 
     let (_, pair) = c
-        .post_form(
-            "/auth/O2/create/codepair",
-            &[
-                ("response_type", "device_code"),
-                ("client_id", TEST_CLIENT_ID),
-                ("scope", "alexa:all"),
-                ("scope_data", SCOPE_DATA),
-            ],
-        )
+        .create_code_pair(TEST_CLIENT_ID, SCOPE_DATA)
         .await
         .unwrap();
     // Let the one-second pair expire.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (_, v) = c
-        .post_form(
-            "/auth/O2/token",
-            &[
-                ("grant_type", "device_code"),
-                ("device_code", pair["device_code"].as_str().unwrap()),
-                ("user_code", pair["user_code"].as_str().unwrap()),
-            ],
-        )
-        .await
-        .unwrap();
+    let (_, v) = c.poll_code_pair(&pair).await.unwrap();
     assert_eq!(v["error"], "invalid_code_pair");
     let (_, v) = c
         .post_form(

@@ -18,7 +18,7 @@ use avs_testkit::h2client::{H2Client, ReceivedPart};
 use avs_testkit::sim::start_sim;
 use bytes::Bytes;
 use common::*;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -35,18 +35,8 @@ async fn post_directive(
     kind: &str,
     speech: &str,
 ) -> (StatusCode, Value) {
-    let body = json!({
-        "header": { "requestId": request_id },
-        "directive": { "type": kind, "speech": speech }
-    });
     let response = api
-        .send(
-            Method::POST,
-            "/v1/directives",
-            token,
-            Some("application/json"),
-            Bytes::from(body.to_string()),
-        )
+        .post_progressive(token, request_id, kind, speech)
         .await
         .unwrap();
     let status = response.status;

@@ -40,7 +40,7 @@ async fn stop_capture_at_end_of_speech_then_answer_with_real_mp3() {
     assert_eq!(resp.status, 200);
     let parts = resp.parts().unwrap().collect().await.unwrap();
     assert_eq!(parts.len(), 4, "{parts:?}");
-    let names: Vec<_> = parts.iter().filter_map(|p| p.directive_name()).collect();
+    let names = directive_names(&parts);
     assert_eq!(
         names,
         ["SpeechSynthesizer.Speak", "SpeechSynthesizer.Speak"]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use avs_sim::{Scenario, SimConfig};
 use avs_testkit::h2client::{H2Client, ReceivedPart};
-use avs_testkit::sim::start_sim;
+use avs_testkit::sim::{TestSim, start_sim};
 use bytes::Bytes;
 use common::*;
 use serde_json::{Value, json};
@@ -66,18 +66,14 @@ async fn scripted_skill(ca_pem: PathBuf) -> (url::Url, mpsc::Receiver<(Value, u1
                 let token = request["context"]["System"]["apiAccessToken"]
                     .as_str()
                     .unwrap();
-                let pr = json!({
-                    "header": {"requestId": request["request"]["requestId"]},
-                    "directive": {"type": "VoicePlayer.Speak", "speech": "<speak>Checking the sky.</speak>"},
-                });
+                let request_id = request["request"]["requestId"].as_str().unwrap();
                 let mut c = H2Client::connect(&api, &ca_pem).await.unwrap();
                 let r = c
-                    .send(
-                        http::Method::POST,
-                        "/v1/directives",
+                    .post_progressive(
                         Some(token),
-                        Some("application/json"),
-                        Bytes::from(pr.to_string()),
+                        request_id,
+                        "VoicePlayer.Speak",
+                        "<speak>Checking the sky.</speak>",
                     )
                     .await
                     .unwrap();
@@ -106,32 +102,42 @@ async fn scripted_skill(ca_pem: PathBuf) -> (url::Url, mpsc::Receiver<(Value, u1
     (url, rx)
 }
 
-#[tokio::test]
-async fn skill_turn_with_progressive_response() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    // The skill starts before the sim, so it is told where the sim will write its CA (the
-    // state directory given to the sim) and the sim is told the skill's endpoint.
-    let ca_dir = std::env::temp_dir().join(format!("avs-sim-skill-test-{}", std::process::id()));
+/// A sim playing `scenario` with its skill turns sent to [`scripted_skill`], that skill's
+/// reports, and the sim's state directory (remove it after the sim). The skill starts before the
+/// sim, so it is told where the sim will write its CA (that state directory) and the sim is
+/// told the skill's endpoint.
+async fn start_skill_sim(
+    name: &str,
+    scenario: &str,
+) -> (TestSim, mpsc::Receiver<(Value, u16)>, PathBuf) {
+    let ca_dir = std::env::temp_dir().join(format!("avs-sim-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&ca_dir).unwrap();
-    let (skill_url, mut requests) = scripted_skill(ca_dir.join("ca.pem")).await;
-    let scenario = Scenario::from_toml(
-        r#"
-        [[turn]]
-        skill = { intent = "GetWeather", slots = { city = "Paris" } }
-        "#,
-    )
-    .unwrap();
+    let (skill_url, requests) = scripted_skill(ca_dir.join("ca.pem")).await;
     let sim = start_sim(SimConfig {
-        scenario,
+        scenario: Scenario::from_toml(scenario).unwrap(),
         skill_endpoint: Some(skill_url),
         state_dir: Some(ca_dir.clone()),
         ..SimConfig::default()
     })
     .await
     .unwrap();
+    (sim, requests, ca_dir)
+}
+
+#[tokio::test]
+async fn skill_turn_with_progressive_response() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let (sim, mut requests, ca_dir) = start_skill_sim(
+        "skill-test",
+        r#"
+        [[turn]]
+        skill = { intent = "GetWeather", slots = { city = "Paris" } }
+        "#,
+    )
+    .await;
     let mut dev = connect_device(&sim, "SN-SKILL-1").await;
     let (audio, _) = utterance("What is the weather in Paris?", 200, 800);
     let mut s = stream_recognize(&mut dev, "dlg-skill", "PRESS_AND_HOLD", &audio, false).await;
@@ -176,18 +182,12 @@ async fn skill_turn_with_progressive_response() {
 
     // A progressive response after the turn is refused.
     let mut c = sim.client().await.unwrap();
-    let late = json!({"header": {"requestId": request["request"]["requestId"]}, "directive": {"type": "VoicePlayer.Speak", "speech": "Too late."}});
+    let request_id = request["request"]["requestId"].as_str().unwrap();
     let token = request["context"]["System"]["apiAccessToken"]
         .as_str()
         .unwrap();
     let r = c
-        .send(
-            http::Method::POST,
-            "/v1/directives",
-            Some(token),
-            Some("application/json"),
-            Bytes::from(late.to_string()),
-        )
+        .post_progressive(Some(token), request_id, "VoicePlayer.Speak", "Too late.")
         .await
         .unwrap();
     assert!(r.status.is_client_error(), "{}", r.status);
@@ -197,32 +197,16 @@ async fn skill_turn_with_progressive_response() {
 
 #[tokio::test]
 async fn expect_speech_timed_out_reprompts_once_then_ends_the_session() {
-    let ca_dir = std::env::temp_dir().join(format!("avs-sim-skill-test2-{}", std::process::id()));
-    std::fs::create_dir_all(&ca_dir).unwrap();
-    let (skill_url, mut requests) = scripted_skill(ca_dir.join("ca.pem")).await;
-    let scenario = Scenario::from_toml("[[turn]]\nskill = { intent = \"AskCity\" }\n").unwrap();
-    let sim = start_sim(SimConfig {
-        scenario,
-        skill_endpoint: Some(skill_url),
-        state_dir: Some(ca_dir.clone()),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let (sim, mut requests, ca_dir) = start_skill_sim(
+        "skill-test2",
+        "[[turn]]\nskill = { intent = \"AskCity\" }\n",
+    )
+    .await;
     let mut dev = connect_device(&sim, "SN-SKILL-2").await;
     let (audio, _) = utterance("What is the weather?", 200, 800);
     let mut s = stream_recognize(&mut dev, "dlg-ask", "PRESS_AND_HOLD", &audio, false).await;
-    let parts = s
-        .event
-        .response()
-        .await
-        .unwrap()
-        .parts()
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let names: Vec<_> = parts.iter().filter_map(|p| p.directive_name()).collect();
+    let parts = s.response_parts().await;
+    let names = directive_names(&parts);
     assert_eq!(
         names,
         ["SpeechSynthesizer.Speak", "SpeechRecognizer.ExpectSpeech"]
@@ -235,7 +219,7 @@ async fn expect_speech_timed_out_reprompts_once_then_ends_the_session() {
     let r = dev.client.post_event(&token, &timed_out).await.unwrap();
     assert_eq!(r.status, 200);
     let parts = r.parts().unwrap().collect().await.unwrap();
-    let names: Vec<_> = parts.iter().filter_map(|p| p.directive_name()).collect();
+    let names = directive_names(&parts);
     assert_eq!(
         names,
         ["SpeechSynthesizer.Speak", "SpeechRecognizer.ExpectSpeech"]

@@ -177,17 +177,8 @@ async fn expect_speech_play_directives_and_downchannel_pushes() {
     let mut dev = connect_device(&sim, "SN-T-3").await;
     let (audio, _) = utterance("Play something.", 200, 800);
     let mut s = stream_recognize(&mut dev, "dlg-p", "PRESS_AND_HOLD", &audio, false).await;
-    let parts = s
-        .event
-        .response()
-        .await
-        .unwrap()
-        .parts()
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let names: Vec<_> = parts.iter().filter_map(|p| p.directive_name()).collect();
+    let parts = s.response_parts().await;
+    let names = directive_names(&parts);
     assert_eq!(
         names,
         [
@@ -240,16 +231,7 @@ async fn expect_speech_play_directives_and_downchannel_pushes() {
 
     // Turn 2: the track as an attachment.
     let mut s = stream_recognize(&mut dev, "dlg-p2", "PRESS_AND_HOLD", &audio, false).await;
-    let parts = s
-        .event
-        .response()
-        .await
-        .unwrap()
-        .parts()
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let parts = s.response_parts().await;
     assert_eq!(parts.len(), 2);
     let cid = payload(&parts[0])["audioItem"]["stream"]["url"]
         .as_str()
@@ -276,16 +258,7 @@ async fn attachments_can_come_before_their_directive() {
     let mut dev = connect_device(&sim, "SN-T-4").await;
     let (audio, _) = utterance("Tell me a joke.", 200, 800);
     let mut s = stream_recognize(&mut dev, "dlg-a", "PRESS_AND_HOLD", &audio, false).await;
-    let parts = s
-        .event
-        .response()
-        .await
-        .unwrap()
-        .parts()
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let parts = s.response_parts().await;
     assert_eq!(parts.len(), 4);
     for pair in parts.chunks(2) {
         let ReceivedPart::Attachment { content_id, .. } = &pair[0] else {

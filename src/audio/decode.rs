@@ -343,15 +343,27 @@ where
     let mut consecutive = 0u32;
     let mut last_error = String::new();
     let mut samples: Vec<f32> = Vec::new();
-    let corrupt =
-        |summary: &mut DecodeSummary, consecutive: &mut u32, what: String, last: &mut String| {
-            summary.corrupt_packets += 1;
-            if let Some(c) = counters {
-                c.decode_corrupt_packets.fetch_add(1, Ordering::Relaxed);
-            }
-            *consecutive += 1;
-            *last = what;
-        };
+    // A corrupt packet is skipped; more than MAX_CONSECUTIVE_CORRUPT in a row end the decode.
+    let corrupt = |summary: &mut DecodeSummary,
+                   consecutive: &mut u32,
+                   last: &mut String,
+                   what: String|
+     -> Result<(), DecodeError> {
+        summary.corrupt_packets += 1;
+        if let Some(c) = counters {
+            c.decode_corrupt_packets.fetch_add(1, Ordering::Relaxed);
+        }
+        *consecutive += 1;
+        if *consecutive > MAX_CONSECUTIVE_CORRUPT {
+            return Err(DecodeError::Corrupt {
+                codec,
+                at_byte: at(),
+                what,
+            });
+        }
+        *last = what;
+        Ok(())
+    };
     loop {
         let packet = match format.next_packet() {
             Ok(Some(p)) => p,
@@ -368,16 +380,9 @@ where
                 corrupt(
                     &mut summary,
                     &mut consecutive,
-                    msg.to_owned(),
                     &mut last_error,
-                );
-                if consecutive > MAX_CONSECUTIVE_CORRUPT {
-                    return Err(DecodeError::Corrupt {
-                        codec,
-                        at_byte: at(),
-                        what: last_error,
-                    });
-                }
+                    msg.to_owned(),
+                )?;
                 continue;
             }
             // A chained stream changed its tracks: what we have played is all we can play.
@@ -459,36 +464,18 @@ where
                 summary.channels = channels;
                 on_pcm(&samples[drop * channels..], rate, channels)?;
             }
-            Err(SymError::DecodeError(msg)) => {
-                corrupt(
-                    &mut summary,
-                    &mut consecutive,
-                    msg.to_owned(),
-                    &mut last_error,
-                );
-                if consecutive > MAX_CONSECUTIVE_CORRUPT {
-                    return Err(DecodeError::Corrupt {
-                        codec,
-                        at_byte: at(),
-                        what: last_error,
-                    });
-                }
-            }
-            Err(SymError::IoError(e)) => {
-                corrupt(
-                    &mut summary,
-                    &mut consecutive,
-                    e.to_string(),
-                    &mut last_error,
-                );
-                if consecutive > MAX_CONSECUTIVE_CORRUPT {
-                    return Err(DecodeError::Corrupt {
-                        codec,
-                        at_byte: at(),
-                        what: last_error,
-                    });
-                }
-            }
+            Err(SymError::DecodeError(msg)) => corrupt(
+                &mut summary,
+                &mut consecutive,
+                &mut last_error,
+                msg.to_owned(),
+            )?,
+            Err(SymError::IoError(e)) => corrupt(
+                &mut summary,
+                &mut consecutive,
+                &mut last_error,
+                e.to_string(),
+            )?,
             Err(e) => {
                 return Err(DecodeError::Corrupt {
                     codec,

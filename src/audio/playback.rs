@@ -14,6 +14,16 @@ use super::decode::{self, SOURCE_RING, SourceShared, SourceSink};
 use super::mixer::{Mixer, MixerCommand, MixerWaker, QueuedSource};
 use super::{Channel, Counters, PlaybackUpdate, Source, SourceId, volume_gain};
 
+impl PlaybackUpdate {
+    /// The last update of a source: nothing follows Finished, Stopped or Failed.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Self::Finished { .. } | Self::Stopped { .. } | Self::Failed { .. }
+        )
+    }
+}
+
 /// Updates a source's receiver can hold; Progress is dropped first when it fills up.
 const UPDATE_QUEUE: usize = 64;
 const COMMAND_QUEUE: usize = 256;

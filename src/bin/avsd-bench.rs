@@ -1028,10 +1028,8 @@ play = { text = "Track.", source = "attachment" }
         let ap_events: Vec<String> = sim
             .handle
             .recorder
-            .records()
+            .events_since(mark)
             .into_iter()
-            .skip(mark)
-            .filter_map(|r| r.event)
             .filter(|e| e.namespace == "AudioPlayer")
             .map(|e| e.name)
             .collect();

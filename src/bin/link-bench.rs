@@ -20,14 +20,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use avs_sim::SimConfig;
+use avs_sim::relay::Relay;
 use avsd::auth::{AccessToken, AuthHandle};
 use avsd::transport::{
     Incoming, LinkConfig, LinkState, LinkTuning, client_config, spawn_link_tuned,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 const CLIENT_ID: &str = "amzn1.application-oa2-client.bench";
 
@@ -57,64 +57,6 @@ fn parse_args() -> Result<Args> {
         }
     }
     Ok(a)
-}
-
-/// A restartable TCP relay on a fixed loopback port.
-struct Relay {
-    addr: SocketAddr,
-    upstream: SocketAddr,
-    stop: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl Relay {
-    async fn start(upstream: SocketAddr) -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let mut r = Self {
-            addr: listener.local_addr()?,
-            upstream,
-            stop: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-        };
-        r.run(listener);
-        Ok(r)
-    }
-
-    fn run(&mut self, listener: TcpListener) {
-        let (stop, upstream, tracker) = (self.stop.clone(), self.upstream, self.tracker.clone());
-        self.tracker.spawn(async move {
-            loop {
-                let (mut inbound, _) = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
-                };
-                let stop = stop.clone();
-                tracker.spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = stop.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                    }
-                });
-            }
-        });
-    }
-
-    async fn stop(&mut self) {
-        self.stop.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
-    }
-
-    async fn restart(&mut self) -> Result<()> {
-        self.stop = CancellationToken::new();
-        self.tracker = TaskTracker::new();
-        let listener = TcpListener::bind(self.addr).await?;
-        self.run(listener);
-        Ok(())
-    }
 }
 
 fn percentile(samples: &[Duration], p: f64) -> Duration {
@@ -198,6 +140,16 @@ fn main() -> Result<()> {
         |serial: &str| AccessToken::new(sim.admin.issue_token(CLIENT_ID, "bench", serial).0);
     let context: avsd::transport::ContextProvider =
         Arc::new(|| vec![avs_proto::ContextEntry::volume_state(50, false)]);
+    let spawn = |endpoint: url::Url, auth, tx, shutdown: &CancellationToken| {
+        spawn_link_tuned(
+            LinkConfig::new(endpoint, tls.clone()),
+            tuning.clone(),
+            auth,
+            context.clone(),
+            tx,
+            shutdown.clone(),
+        )
+    };
 
     let report = link_rt.block_on(async {
         // Cold starts.
@@ -210,14 +162,7 @@ fn main() -> Result<()> {
             let shutdown = CancellationToken::new();
             let mark = sim.recorder.len();
             let t0 = Instant::now();
-            let (mut link, task) = spawn_link_tuned(
-                LinkConfig::new(sim.url.clone(), tls.clone()),
-                tuning.clone(),
-                auth,
-                context.clone(),
-                tx,
-                shutdown.clone(),
-            );
+            let (mut link, task) = spawn(sim.url.clone(), auth, tx, &shutdown);
             let task = tokio::spawn(task);
             let serial2 = serial.clone();
             sim.recorder
@@ -238,15 +183,8 @@ fn main() -> Result<()> {
         let (auth, _manual) = AuthHandle::manual(Some(issue("SN-BENCH")));
         let (tx, mut incoming) = mpsc::channel(256);
         let shutdown = CancellationToken::new();
-        let endpoint = url::Url::parse(&format!("https://{}/", relay.addr))?;
-        let (mut link, task) = spawn_link_tuned(
-            LinkConfig::new(endpoint, tls.clone()),
-            tuning.clone(),
-            auth,
-            context.clone(),
-            tx,
-            shutdown.clone(),
-        );
+        let endpoint = relay.url()?;
+        let (mut link, task) = spawn(endpoint, auth, tx, &shutdown);
         let task = tokio::spawn(task);
         wait_state(&mut link.state, LinkState::Connected).await?;
 

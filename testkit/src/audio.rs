@@ -383,6 +383,23 @@ pub fn write_raw_i16(path: &Path, samples: &[i16]) -> anyhow::Result<()> {
     fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Writes a mono 16-bit WAV file at `rate` (a `wav:` microphone's input).
+pub fn write_wav_i16(path: &Path, rate: u32, samples: &[i16]) -> anyhow::Result<()> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec)
+        .with_context(|| format!("creating {}", path.display()))?;
+    for s in samples {
+        w.write_sample(*s)?;
+    }
+    w.finalize()?;
+    Ok(())
+}
+
 /// Reads s16le interleaved samples, downmixed to mono f32 in [-1, 1).
 pub fn read_raw_i16_mono(path: &Path, channels: u16) -> anyhow::Result<Vec<f32>> {
     let mut bytes = Vec::new();

@@ -172,28 +172,20 @@ impl H2Client {
         H2Response::from_future(response).await
     }
 
+    /// `GET path`, with a bearer `token` if given.
+    pub async fn get(&mut self, path: &str, token: Option<&str>) -> anyhow::Result<H2Response> {
+        self.send(Method::GET, path, token, None, Bytes::new())
+            .await
+    }
+
     /// `GET /v20160207/directives`.
     pub async fn open_downchannel(&mut self, token: &str) -> anyhow::Result<H2Response> {
-        self.send(
-            Method::GET,
-            avs_proto::DIRECTIVES_PATH,
-            Some(token),
-            None,
-            Bytes::new(),
-        )
-        .await
+        self.get(avs_proto::DIRECTIVES_PATH, Some(token)).await
     }
 
     /// `GET /ping`.
     pub async fn ping(&mut self, token: &str) -> anyhow::Result<H2Response> {
-        self.send(
-            Method::GET,
-            avs_proto::PING_PATH,
-            Some(token),
-            None,
-            Bytes::new(),
-        )
-        .await
+        self.get(avs_proto::PING_PATH, Some(token)).await
     }
 
     /// Posts an event with only a metadata part.
@@ -268,6 +260,70 @@ impl H2Client {
             .await?;
         let status = r.status;
         Ok((status, r.json().await?))
+    }
+
+    /// LWA's `POST /auth/O2/create/codepair` for `client_id`, scope `alexa:all` with
+    /// `scope_data`: the status and the answer (the code pair, or an error).
+    pub async fn create_code_pair(
+        &mut self,
+        client_id: &str,
+        scope_data: &str,
+    ) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+        self.post_form(
+            "/auth/O2/create/codepair",
+            &[
+                ("response_type", "device_code"),
+                ("client_id", client_id),
+                ("scope", "alexa:all"),
+                ("scope_data", scope_data),
+            ],
+        )
+        .await
+    }
+
+    /// LWA's `POST /auth/O2/token` with the device code grant of `pair` (an answer of
+    /// [`Self::create_code_pair`]): the status and the answer (tokens, or an error).
+    pub async fn poll_code_pair(
+        &mut self,
+        pair: &serde_json::Value,
+    ) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+        let code = |name: &str| {
+            pair[name]
+                .as_str()
+                .with_context(|| format!("no {name} in {pair}"))
+        };
+        self.post_form(
+            "/auth/O2/token",
+            &[
+                ("grant_type", "device_code"),
+                ("device_code", code("device_code")?),
+                ("user_code", code("user_code")?),
+            ],
+        )
+        .await
+    }
+
+    /// The skill-side Progressive Response API (`POST /v1/directives`): a `kind` directive
+    /// (`VoicePlayer.Speak`) saying `speech` during skill request `request_id`.
+    pub async fn post_progressive(
+        &mut self,
+        token: Option<&str>,
+        request_id: &str,
+        kind: &str,
+        speech: &str,
+    ) -> anyhow::Result<H2Response> {
+        let body = serde_json::json!({
+            "header": { "requestId": request_id },
+            "directive": { "type": kind, "speech": speech }
+        });
+        self.send(
+            Method::POST,
+            "/v1/directives",
+            token,
+            Some("application/json"),
+            Bytes::from(body.to_string()),
+        )
+        .await
     }
 
     /// Posts JSON (admin API) and parses the JSON answer (`null` for an empty body).
@@ -370,17 +426,7 @@ impl H2Response {
     /// A `multipart/related` reader over the body.
     pub fn parts(self) -> anyhow::Result<Parts> {
         let ct = self.content_type().unwrap_or_default().to_owned();
-        let stream = futures_util::stream::unfold(Some(self.body), |body| async move {
-            let mut body = body?;
-            match body.data().await {
-                Some(Ok(chunk)) => {
-                    let _ = body.flow_control().release_capacity(chunk.len());
-                    Some((Ok(chunk), Some(body)))
-                }
-                Some(Err(e)) => Some((Err(e), None)),
-                None => None,
-            }
-        });
+        let stream = avs_sim::gateway::body_stream(self.body);
         let reader = PartReader::new(&ct, MultipartKind::Related, stream, Limits::default())?;
         Ok(Parts { reader })
     }

@@ -58,6 +58,15 @@ impl TestSim {
         Ok(handle.listen_also(listener)?)
     }
 
+    /// The sim's loopback socket address (what a relay in front of it forwards to).
+    pub fn addr(&self) -> anyhow::Result<std::net::SocketAddr> {
+        self.url
+            .socket_addrs(|| None)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("the sim's URL {} has no address", self.url))
+    }
+
     /// An access token for device `serial`, without code-based linking.
     pub fn token(&self, serial: &str) -> String {
         self.admin

@@ -5,14 +5,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use avs_sim::SimConfig;
+use avs_sim::{Fault, Record, SimConfig};
 use avs_testkit::sim::{TestSim, start_sim};
 use avsd::config::Config;
 use avsd::daemon::Daemon;
-use avsd::dialog::{DialogStep, DialogUpdate};
+use avsd::dialog::{DialogCommand, DialogStep, DialogUpdate};
 use avsd::transport::LinkState;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -82,6 +83,135 @@ pub fn config(sim: &TestSim, dir: &Path, input: &str, output: &str) -> Config {
     c
 }
 
+/// An audio device spec for a WAV file: the microphone reads it, the speaker writes it.
+pub fn wav(path: &Path) -> String {
+    format!("wav:{}", path.display())
+}
+
+/// [`config`] with no microphone and the speaker into `dir/out.wav`.
+pub fn speaker_config(sim: &TestSim, dir: &Path) -> Config {
+    config(sim, dir, "none", &wav(&dir.join("out.wav")))
+}
+
+/// [`config`] with the bundled utterance as the microphone and the speaker into `dir/out.wav`.
+pub fn utterance_config(sim: &TestSim, dir: &Path) -> Config {
+    config(
+        sim,
+        dir,
+        &wav(&utterance_path()),
+        &wav(&dir.join("out.wav")),
+    )
+}
+
+/// Writes the config file `avsd run` reads: the cloud at `endpoint` (the sim, or a relay to
+/// it), device `serial`, no microphone, the speaker into `output`. The sim's directory goes away
+/// with it, so the device keeps its own copy of the CA.
+pub fn write_run_config(
+    sim: &TestSim,
+    endpoint: &url::Url,
+    dir: &Path,
+    serial: &str,
+    output: &Path,
+) -> PathBuf {
+    let path = dir.join("avsd.toml");
+    let ca = dir.join("sim-ca.pem");
+    std::fs::copy(&sim.ca_pem, &ca).expect("copy CA");
+    let text = format!(
+        "[device]\nserial_number = \"{serial}\"\n[cloud]\nendpoint = \"{endpoint}\"\nlwa_url = \"{endpoint}\"\nextra_ca_file = \"{ca}\"\n[paths]\nstate_dir = \"{state}\"\ncontrol_socket = \"{sock}\"\n[audio]\ninput = \"none\"\noutput = \"wav:{out}\"\n",
+        ca = ca.display(),
+        state = dir.join("state").display(),
+        sock = dir.join("control.sock").display(),
+        out = output.display(),
+    );
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+/// `avsd run --config <config>` as a child process, its stderr into `log`.
+pub fn spawn_avsd_run(config: &Path, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_avsd"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("spawn avsd")
+}
+
+/// Sends SIGTERM to `child` and waits for it to exit.
+pub fn sigterm_and_wait(child: &mut Child) -> std::process::ExitStatus {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    child.wait().expect("exit")
+}
+
+/// `t` as AVS writes times (RFC 3339).
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("format")
+}
+
+/// `t` to the second, in the ISO 8601 form AVS sends `scheduledTime` in (`+0000`).
+pub fn avs_timestamp(t: time::OffsetDateTime) -> String {
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+0000",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// Pushes a directive (JSON envelope) on every downchannel of the sim.
+pub async fn push_directive(sim: &TestSim, directive: &serde_json::Value) {
+    sim.admin
+        .push(None, directive.to_string())
+        .await
+        .expect("push directive");
+}
+
+/// Arms a fault in the sim; returns how many devices it reached.
+pub async fn arm_fault(sim: &TestSim, fault: &Fault) -> usize {
+    sim.admin.fault(fault).await.expect("arm fault")
+}
+
+/// Makes the sim answer the next `count` events with `status`.
+pub async fn fail_events(sim: &TestSim, status: u16, count: u32) {
+    arm_fault(sim, &Fault::FailEvents { status, count }).await;
+}
+
+/// How many requests recorded from `mark` on were answered `status`.
+pub fn answered_since(sim: &TestSim, mark: usize, status: u16) -> usize {
+    sim.recorder
+        .records()
+        .iter()
+        .skip(mark)
+        .filter(|r| r.status == Some(status))
+        .count()
+}
+
+/// Whether a downchannel was requested from record `mark` on.
+pub fn downchannel_since(sim: &TestSim, mark: usize) -> bool {
+    sim.recorder
+        .records()
+        .iter()
+        .skip(mark)
+        .any(|r| r.path == avs_proto::DIRECTIVES_PATH)
+}
+
+/// The first recorded event named `qualified_name`, waited for up to `timeout`.
+pub async fn wait_event(sim: &TestSim, qualified_name: &str, timeout: Duration) -> Record {
+    sim.recorder
+        .wait_for_event(qualified_name, timeout)
+        .await
+        .unwrap_or_else(|e| panic!("no {qualified_name}: {e}"))
+}
+
 /// Code-based linking against the sim.
 pub async fn login(config: &Config) {
     let auth = avsd::cli::auth_config(config).expect("auth config");
@@ -149,6 +279,16 @@ impl Device {
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
     }
 
+    /// Sends `command` to the dialog core.
+    pub async fn command(&self, command: DialogCommand) {
+        self.daemon
+            .dialog
+            .commands
+            .send(command)
+            .await
+            .expect("dialog core gone");
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.daemon.supervise().await;
@@ -169,6 +309,30 @@ pub fn recorded(sim: &TestSim, namespace: &str) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// Waits for the `AudioPlayer.<name>` event about `token`; a timeout lists the AudioPlayer
+/// events recorded.
+pub async fn wait_player_event(
+    sim: &TestSim,
+    name: &str,
+    token: &str,
+    timeout: Duration,
+) -> Record {
+    let qualified = format!("AudioPlayer.{name}");
+    sim.recorder
+        .wait_for(0, timeout, &qualified, |r| {
+            r.event
+                .as_ref()
+                .is_some_and(|e| e.qualified_name() == qualified && e.payload["token"] == token)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{qualified} for {token}: {e}; recorded {:?}",
+                recorded(sim, "AudioPlayer")
+            )
+        })
 }
 
 /// Waits until the sim has recorded `n` events named `qualified_name`.

@@ -1,7 +1,6 @@
-//! Shared helpers of the `link_*` tests: an avs-sim on loopback, a TCP proxy in front of it that
-//! can be stopped and restarted on the same port (the sim makes a fresh CA and token store at
-//! every start, so "the cloud went away and came back" is modelled at the network level), and
-//! waits with timeouts.
+//! Shared helpers of the `link_*` tests: an avs-sim on loopback, a link spawned against it
+//! (directly or through avs-sim's restartable TCP relay, which models "the cloud went away and
+//! came back" at the network level), faults, and waits with timeouts.
 // Test helpers: a failed set-up step should fail the test loudly, like `unwrap` in a #[test].
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,16 +8,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use avs_sim::SimConfig;
+pub use avs_sim::relay::Relay;
+use avs_sim::{Fault, SimConfig};
 use avs_testkit::sim::{TestSim, start_sim};
 use avsd::auth::{AccessToken, AuthHandle, ManualAuth};
-use avsd::transport::{Incoming, LinkConfig, LinkState, client_config};
+use avsd::transport::{
+    Attachments, Incoming, LinkConfig, LinkState, LinkTuning, Outbox, client_config,
+    spawn_link_tuned,
+};
 use bytes::Bytes;
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub const CLIENT_ID: &str = "amzn1.application-oa2-client.linktest";
 pub const PRODUCT_ID: &str = "avsd-link-test";
@@ -48,10 +50,7 @@ impl Sim {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        let host = self.handle.url.host_str().unwrap();
-        format!("{host}:{}", self.handle.url.port().unwrap())
-            .parse()
-            .unwrap()
+        self.handle.addr().unwrap()
     }
 
     pub fn tls(&self) -> Arc<rustls::ClientConfig> {
@@ -73,72 +72,76 @@ impl Sim {
         cfg.offline_queue_events = 16;
         cfg
     }
+
+    pub async fn fault(&self, fault: &Fault) {
+        self.handle.admin.fault(fault).await.unwrap();
+    }
+
+    /// Spawns a link with `cfg` and `tuning`, holding a token this sim issued.
+    pub fn spawn_link(&self, cfg: LinkConfig, tuning: LinkTuning) -> TestLink {
+        let (auth, manual) = self.manual_auth();
+        let mut link = spawn_test_link(cfg, tuning, auth);
+        link.manual = Some(manual);
+        link
+    }
+
+    /// A link straight to the sim with `tuning`, once it is Connected.
+    pub async fn connected_link_tuned(&self, tuning: LinkTuning) -> TestLink {
+        let mut link = self.spawn_link(self.link_config(&self.handle.url), tuning);
+        connected(&mut link.state).await;
+        link
+    }
+
+    /// A link straight to the sim with default tuning, once it is Connected.
+    pub async fn connected_link(&self) -> TestLink {
+        self.connected_link_tuned(LinkTuning::default()).await
+    }
 }
 
-/// A TCP relay on a fixed loopback port in front of `upstream`.
-pub struct Proxy {
-    pub addr: SocketAddr,
-    upstream: SocketAddr,
-    stop: CancellationToken,
-    tracker: TaskTracker,
+/// A link spawned for a test, with the ends the test drives. Dropping it shuts the link down.
+pub struct TestLink {
+    pub outbox: Outbox,
+    pub attachments: Attachments,
+    pub state: watch::Receiver<LinkState>,
+    pub incoming: mpsc::Receiver<Incoming>,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<()>,
+    /// Keeps the token channel of a manual auth open for the link's lifetime.
+    manual: Option<ManualAuth>,
 }
 
-impl Proxy {
-    pub async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut p = Self {
-            addr,
-            upstream,
-            stop: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-        };
-        p.run(listener);
-        p
+impl Drop for TestLink {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
+}
 
-    pub fn url(&self) -> url::Url {
-        url::Url::parse(&format!("https://{}/", self.addr)).unwrap()
+/// Spawns a link with `auth` and the test context; does not wait for it to connect.
+pub fn spawn_test_link(cfg: LinkConfig, tuning: LinkTuning, auth: AuthHandle) -> TestLink {
+    let (incoming_tx, incoming) = mpsc::channel(64);
+    let shutdown = CancellationToken::new();
+    let (link, task) = spawn_link_tuned(
+        cfg,
+        tuning,
+        auth,
+        context_provider(),
+        incoming_tx,
+        shutdown.clone(),
+    );
+    TestLink {
+        outbox: link.outbox,
+        attachments: link.attachments,
+        state: link.state,
+        incoming,
+        shutdown,
+        task: tokio::spawn(task),
+        manual: None,
     }
+}
 
-    fn run(&mut self, listener: TcpListener) {
-        let stop = self.stop.clone();
-        let upstream = self.upstream;
-        let tracker = self.tracker.clone();
-        self.tracker.spawn(async move {
-            loop {
-                let (mut inbound, _) = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
-                };
-                let stop = stop.clone();
-                tracker.spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = stop.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                    }
-                });
-            }
-        });
-    }
-
-    /// Closes the listener and cuts every relayed connection.
-    pub async fn stop(&mut self) {
-        self.stop.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
-    }
-
-    /// Listens again on the same port.
-    pub async fn restart(&mut self) {
-        self.stop = CancellationToken::new();
-        self.tracker = TaskTracker::new();
-        let listener = TcpListener::bind(self.addr).await.unwrap();
-        self.run(listener);
-    }
+/// A relay in front of `upstream` (see [`Relay`]).
+pub async fn start_relay(upstream: SocketAddr) -> Relay {
+    Relay::start(upstream).await.unwrap()
 }
 
 /// Waits until the link state satisfies `pred`; returns it.
@@ -158,6 +161,22 @@ pub async fn wait_state(
 
 pub async fn connected(rx: &mut watch::Receiver<LinkState>) {
     wait_state(rx, "Connected", |s| *s == LinkState::Connected).await;
+}
+
+/// Injects `fault` and waits for the link to leave Connected and come back.
+pub async fn fault_and_reconnect(sim: &Sim, link: &TestLink, fault: &Fault) {
+    let mut state = link.state.clone();
+    state.borrow_and_update();
+    sim.fault(fault).await;
+    // The watch keeps only the latest state: on a loaded machine the link can be down and up
+    // again before this task looks, so waiting to *see* a state other than Connected could
+    // miss it. A connected link publishes nothing until it leaves Connected, so any change
+    // means it did.
+    tokio::time::timeout(WAIT, state.changed())
+        .await
+        .expect("the link never left Connected")
+        .expect("link state");
+    connected(&mut state).await;
 }
 
 /// The next incoming item, or a panic naming `what`.
@@ -199,6 +218,37 @@ pub fn event(name: &str, n: u32) -> avs_proto::Event {
     avs_proto::Event::raw("Speaker", name, json!({"volume": n, "muted": false}))
 }
 
+/// Sends `event(name, n)` through `outbox`; returns its message id.
+pub fn send_event(outbox: &Outbox, name: &str, n: u32) -> String {
+    let ev = event(name, n);
+    let id = ev.header.message_id.clone();
+    outbox.send(ev);
+    id
+}
+
+/// Sends a `Speaker.VolumeChanged` and waits for the sim to record it: the link's current
+/// connection carries events.
+pub async fn carries_events(sim: &Sim, link: &TestLink, n: u32) {
+    let mark = sim.handle.recorder.len();
+    link.outbox.send(event("VolumeChanged", n));
+    sim.handle
+        .recorder
+        .wait_for_event_after(mark, "Speaker.VolumeChanged", WAIT)
+        .await
+        .unwrap();
+}
+
+/// Waits, from record `from` on, for the sim to accept (204) the event with message id `id`.
+pub async fn accepted(sim: &Sim, from: usize, id: &str) -> avs_sim::Record {
+    sim.handle
+        .recorder
+        .wait_for(from, WAIT, "accepted event", |r| {
+            r.event.as_ref().is_some_and(|e| e.message_id == id) && r.status == Some(204)
+        })
+        .await
+        .unwrap()
+}
+
 /// The recorded events named `name`, as (message id, status).
 pub fn recorded(sim: &Sim, name: &str) -> Vec<(String, Option<u16>)> {
     sim.handle
@@ -234,7 +284,7 @@ pub fn count_downchannels(sim: &Sim) -> usize {
 /// Starts a TAP Recognize fed with a 440 Hz burst in real-time 10 ms chunks (through a channel
 /// of two chunks, so the feeder cannot run ahead of the network) until it is aborted.
 pub fn start_recognize(
-    link: &avsd::transport::LinkHandle,
+    link: &TestLink,
 ) -> (
     String,
     avsd::transport::RecognizeHandle,

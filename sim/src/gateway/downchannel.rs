@@ -11,7 +11,7 @@ use h2::server::SendResponse;
 use http::{Request, Response, StatusCode};
 use tokio::sync::mpsc;
 
-use super::{ConnCommand, ConnCtx, DeviceEntry, DownchannelCommand, respond_exception};
+use super::{ConnCommand, ConnCtx, DeviceEntry, DownchannelCommand, authorization, authorize};
 use crate::Shared;
 
 /// How many directives may wait for a slow downchannel before pushes are refused.
@@ -23,25 +23,10 @@ pub async fn serve(
     req: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
 ) {
-    let auth = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let grant = match shared.lwa.check_bearer(auth) {
-        Ok(g) => g,
-        Err(why) => {
-            tracing::info!(%why, "downchannel refused");
-            shared
-                .recorder
-                .record("GET", avs_proto::DIRECTIVES_PATH, Some(403), None, None);
-            respond_exception(
-                &mut respond,
-                StatusCode::FORBIDDEN,
-                "invalid or expired token",
-            )
-            .await;
-            return;
-        }
+    let auth = authorization(&req);
+    let path = avs_proto::DIRECTIVES_PATH;
+    let Some(grant) = authorize(&shared, auth, "GET", path, &mut respond).await else {
+        return;
     };
     let serial = grant.device_serial;
     let mut writer = avs_proto::multipart::RelatedWriter::new();

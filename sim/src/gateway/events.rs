@@ -12,7 +12,8 @@ use http::{Request, StatusCode};
 
 use super::discovery;
 use super::{
-    ConnCtx, DownchannelCommand, body_stream, peer_reset, respond_bytes, respond_exception,
+    ConnCtx, DownchannelCommand, authorization, authorize, body_stream, peer_reset, respond_bytes,
+    respond_exception,
 };
 use crate::Shared;
 use crate::recorder::RecordedEvent;
@@ -35,17 +36,9 @@ pub async fn serve(
     mut respond: SendResponse<Bytes>,
 ) {
     let path = avs_proto::EVENTS_PATH;
-    let auth = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let grant = match shared.lwa.check_bearer(auth) {
-        Ok(g) => g,
-        Err(why) => {
-            shared.recorder.record("POST", path, Some(403), None, None);
-            respond_exception(&mut respond, StatusCode::FORBIDDEN, &why.to_string()).await;
-            return;
-        }
+    let auth = authorization(&req);
+    let Some(grant) = authorize(&shared, auth, "POST", path, &mut respond).await else {
+        return;
     };
     let bearer = auth
         .and_then(|a| a.split_once(' '))
@@ -140,23 +133,16 @@ pub async fn serve(
             Ok(Some(PartEvent::Json { .. })) => {}
             Ok(Some(PartEvent::Oversized { limit_bytes, .. })) => {
                 let why = format!("a part is larger than {limit_bytes} bytes");
-                return finish(&shared, &mut respond, seq, StatusCode::BAD_REQUEST, &why).await;
+                return bad_request_recorded(&shared, &mut respond, seq, &why).await;
             }
             Ok(Some(PartEvent::BinaryStart { name, .. })) if name.as_deref() == Some("audio") => {
                 let why = "an audio part is only allowed on SpeechRecognizer.Recognize";
-                return finish(&shared, &mut respond, seq, StatusCode::BAD_REQUEST, why).await;
+                return bad_request_recorded(&shared, &mut respond, seq, why).await;
             }
             Ok(Some(_)) => {}
             Err(e) if e.is_stream_error() => return,
             Err(e) => {
-                return finish(
-                    &shared,
-                    &mut respond,
-                    seq,
-                    StatusCode::BAD_REQUEST,
-                    &e.to_string(),
-                )
-                .await;
+                return bad_request_recorded(&shared, &mut respond, seq, &e.to_string()).await;
             }
         }
     }
@@ -168,25 +154,18 @@ pub async fn serve(
             .is_none_or(|v| v.parse::<u32>().map_or(true, |n| n == 0))
     {
         let why = "firmwareVersion must be a positive 32-bit integer string";
-        return finish(&shared, &mut respond, seq, StatusCode::BAD_REQUEST, why).await;
+        return bad_request_recorded(&shared, &mut respond, seq, why).await;
     }
     if event.header.namespace == "PlaybackController" && event.context.is_none() {
         let why = "PlaybackController events must carry the context";
-        return finish(&shared, &mut respond, seq, StatusCode::BAD_REQUEST, why).await;
+        return bad_request_recorded(&shared, &mut respond, seq, why).await;
     }
     if name == "Alexa.Discovery.AddOrUpdateReport" {
         let report = match discovery::validate_report(&event, &bearer, &grant) {
             Ok(r) => r,
             Err(e) => {
                 tracing::info!(error = %e, serial = %grant.device_serial, "AddOrUpdateReport refused");
-                return finish(
-                    &shared,
-                    &mut respond,
-                    seq,
-                    StatusCode::BAD_REQUEST,
-                    &e.to_string(),
-                )
-                .await;
+                return bad_request_recorded(&shared, &mut respond, seq, &e.to_string()).await;
             }
         };
         shared.discovery.accepted(&grant.device_serial, report);
@@ -296,6 +275,16 @@ async fn finish(
 ) {
     shared.recorder.set_status(seq, status.as_u16());
     respond_exception(respond, status, why).await;
+}
+
+/// Answers event `seq` (already recorded) 400 with an exception naming `why`.
+async fn bad_request_recorded(
+    shared: &Shared,
+    respond: &mut SendResponse<Bytes>,
+    seq: usize,
+    why: &str,
+) {
+    finish(shared, respond, seq, StatusCode::BAD_REQUEST, why).await;
 }
 
 /// Answers event `seq` on its own response stream with whatever `produce` sends to its sink

@@ -245,6 +245,33 @@ pub async fn respond_exception(
     }
 }
 
+/// The request's `Authorization` header, if it is text.
+pub fn authorization<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// Checks the bearer token in `authorization`. Without a valid one the request is recorded as
+/// `method path` answered 403 and gets the AVS exception naming why, and there is no grant.
+pub async fn authorize(
+    shared: &Shared,
+    authorization: Option<&str>,
+    method: &str,
+    path: &str,
+    respond: &mut SendResponse<Bytes>,
+) -> Option<crate::lwa::Grant> {
+    match shared.lwa.check_bearer(authorization) {
+        Ok(grant) => Some(grant),
+        Err(why) => {
+            tracing::info!(%why, method, path, "refused");
+            shared.recorder.record(method, path, Some(403), None, None);
+            respond_exception(respond, StatusCode::FORBIDDEN, &why.to_string()).await;
+            None
+        }
+    }
+}
+
 /// A request body as a stream that gives back flow-control capacity as it is read.
 pub fn body_stream(body: RecvStream) -> impl Stream<Item = Result<Bytes, h2::Error>> + Send {
     futures_util::stream::unfold(Some(body), |body| async move {
@@ -326,24 +353,12 @@ async fn serve_ping(
     req: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
 ) {
-    let auth = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let grant = shared.lwa.check_bearer(auth);
-    let device = grant.as_ref().ok().map(|g| g.device_serial.clone());
-    if grant.is_err() {
-        shared
-            .recorder
-            .record("GET", avs_proto::PING_PATH, Some(403), device, None);
-        respond_exception(
-            &mut respond,
-            StatusCode::FORBIDDEN,
-            "invalid or expired token",
-        )
-        .await;
+    let auth = authorization(&req);
+    let Some(grant) = authorize(&shared, auth, "GET", avs_proto::PING_PATH, &mut respond).await
+    else {
         return;
-    }
+    };
+    let device = Some(grant.device_serial);
     if shared.faults.pings_silenced() {
         shared
             .recorder

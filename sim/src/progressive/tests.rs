@@ -54,6 +54,13 @@ async fn expect(live: &LiveRequests, auth: Option<&str>, body: &[u8], status: St
     assert!(!error["message"].as_str().unwrap().is_empty());
 }
 
+/// The error body's message says `what`.
+fn assert_message_contains(error: Option<Value>, what: &str) {
+    let error = error.expect("error responses carry a body");
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(message.contains(what), "{error}");
+}
+
 #[tokio::test]
 async fn accepted_speech_reaches_the_turn_as_an_enqueued_speak() {
     let mut f = fixture();
@@ -157,12 +164,7 @@ async fn missing_unknown_or_expired_tokens_get_401() {
     );
     expect(&expired.live, AUTH, &good, StatusCode::UNAUTHORIZED).await;
     let (_, error) = expired.live.handle_post(AUTH, &good).await;
-    assert!(
-        error.unwrap()["message"]
-            .as_str()
-            .unwrap()
-            .contains("expired")
-    );
+    assert_message_contains(error, "expired");
 }
 
 #[tokio::test]
@@ -230,12 +232,7 @@ async fn unknown_or_foreign_request_ids_get_400() {
         .handle_post(AUTH, &body("amzn1.echo-api.request.0002", SPEAK_TYPE, "hi"))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        error.unwrap()["message"]
-            .as_str()
-            .unwrap()
-            .contains("does not belong")
-    );
+    assert_message_contains(error, "does not belong");
 }
 
 #[tokio::test]

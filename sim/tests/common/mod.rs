@@ -123,6 +123,26 @@ pub struct Streamed {
     pub audio_bytes_sent: usize,
 }
 
+impl Streamed {
+    /// Every part of the Recognize's response, once it has ended.
+    pub async fn response_parts(&mut self) -> Vec<ReceivedPart> {
+        self.event
+            .response()
+            .await
+            .unwrap()
+            .parts()
+            .unwrap()
+            .collect()
+            .await
+            .unwrap()
+    }
+}
+
+/// The `Namespace.Name` of each directive among `parts`, in order.
+pub fn directive_names(parts: &[ReceivedPart]) -> Vec<String> {
+    parts.iter().filter_map(|p| p.directive_name()).collect()
+}
+
 /// Streams `audio` in 10 ms chunks (320 bytes) paced in real time, stopping early when a
 /// StopCapture arrives on the downchannel (if `watch_downchannel`).
 pub async fn stream_recognize(

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use avs_testkit::audio::{find_clip, locate, median_gain, noise, read_wav_mono, rms, to_i16};
+use avs_testkit::audio::{
+    find_clip, locate, median_gain, noise, read_wav_mono, rms, to_i16, write_wav_i16,
+};
+use avs_testkit::wait::collect_until;
 use tokio::sync::mpsc::Receiver;
 
 use crate::audio::{AudioConfig, AudioEngine, Channel, PlaybackUpdate, Source, SourceId};
@@ -36,31 +39,10 @@ fn pcm(x: &[f32]) -> Source {
 
 /// Collects updates until a terminal one (or the timeout).
 fn until_end(rx: &mut Receiver<PlaybackUpdate>, timeout: Duration) -> Vec<PlaybackUpdate> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut seen = Vec::new();
-        loop {
-            match tokio::time::timeout(timeout, rx.recv()).await {
-                Ok(Some(u)) => {
-                    let end = matches!(
-                        u,
-                        PlaybackUpdate::Finished { .. }
-                            | PlaybackUpdate::Stopped { .. }
-                            | PlaybackUpdate::Failed { .. }
-                    );
-                    seen.push(u);
-                    if end {
-                        return seen;
-                    }
-                }
-                Ok(None) => return seen,
-                Err(_) => panic!("no terminal update within {timeout:?}; got {seen:?}"),
-            }
-        }
-    })
+    collect_until(rx, timeout, PlaybackUpdate::is_final)
+        .into_iter()
+        .map(|(_, u)| u)
+        .collect()
 }
 
 #[test]
@@ -205,17 +187,7 @@ fn wav_mic_arrives_as_16k_frames_with_preroll() {
     let out = dir.join("out.wav");
     // 1 s of 16 kHz noise: no resampling, so frames must carry it sample for sample.
     let sig = to_i16(&noise(16_000, 9, 0.5));
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(&mic, spec).unwrap();
-    for s in &sig {
-        w.write_sample(*s).unwrap();
-    }
-    w.finalize().unwrap();
+    write_wav_i16(&mic, 16_000, &sig).unwrap();
     let e = engine(&out, &format!("wav:{}", mic.display()));
     std::thread::sleep(Duration::from_millis(300));
     let mut rx = e.capture().open(true);
