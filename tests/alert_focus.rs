@@ -29,37 +29,22 @@ fn mic_file(dir: &Path, lead: Duration) -> String {
         all.extend_from_slice(&one);
     }
     let path = dir.join("mic.wav");
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(&path, spec).expect("mic wav");
-    for s in avs_testkit::audio::to_i16(&all) {
-        w.write_sample(s).expect("sample");
-    }
-    w.finalize().expect("finalize");
-    format!("wav:{}", path.display())
+    avs_testkit::audio::write_wav_i16(&path, rate, &avs_testkit::audio::to_i16(&all))
+        .expect("mic wav");
+    wav(&path)
 }
 
 /// Pushes a SetAlert firing `in_secs` from now with the given extra payload fields.
 async fn set_alert(sim: &TestSim, token: &str, kind: &str, in_secs: i64, extra: serde_json::Value) {
-    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(in_secs);
-    let stamp = at
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("format");
+    let stamp = rfc3339(time::OffsetDateTime::now_utc() + time::Duration::seconds(in_secs));
     let mut payload = json!({"token": token, "type": kind, "scheduledTime": stamp});
     if let (Some(p), Some(x)) = (payload.as_object_mut(), extra.as_object()) {
         p.extend(x.clone());
     }
     let set = json!({"directive": {"header": {"namespace": "Alerts", "name": "SetAlert", "messageId": format!("set-{token}")},
         "payload": payload}});
-    sim.admin.push(None, set.to_string()).await.expect("push");
-    sim.recorder
-        .wait_for_event("Alerts.SetAlertSucceeded", Duration::from_secs(5))
-        .await
-        .expect("SetAlertSucceeded");
+    push_directive(sim, &set).await;
+    wait_event(sim, "Alerts.SetAlertSucceeded", Duration::from_secs(5)).await;
 }
 
 /// Waits for the alert to sound, asks a question 1.5 s later, waits for the answer and for the
@@ -68,18 +53,12 @@ async fn set_alert(sim: &TestSim, token: &str, kind: &str, in_secs: i64, extra: 
 async fn ring_through_a_dialog(
     sim: &TestSim,
     device: &mut Device,
-    wav: &Path,
+    out: &Path,
     after: Duration,
 ) -> (Vec<f32>, u32) {
     wait_events(sim, "Alerts.AlertStarted", 1, Duration::from_secs(15)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    device
-        .daemon
-        .dialog
-        .commands
-        .send(DialogCommand::Listen)
-        .await
-        .expect("listen");
+    device.command(DialogCommand::Listen).await;
     wait_events(
         sim,
         "Alerts.AlertEnteredBackground",
@@ -101,13 +80,7 @@ async fn ring_through_a_dialog(
     )
     .await;
     tokio::time::sleep(after).await;
-    device
-        .daemon
-        .dialog
-        .commands
-        .send(DialogCommand::Stop)
-        .await
-        .expect("stop");
+    device.command(DialogCommand::Stop).await;
     wait_events(sim, "Alerts.AlertStopped", 1, Duration::from_secs(5)).await;
     let names: Vec<String> = recorded(sim, "Alerts")
         .into_iter()
@@ -125,7 +98,7 @@ async fn ring_through_a_dialog(
         ],
         "Alerts events in order"
     );
-    read_wav_mono(wav).expect("recording")
+    read_wav_mono(out).expect("recording")
 }
 
 /// Where `clip` is first heard in `played` from sample `from` on (absolute), with a good match.
@@ -159,13 +132,8 @@ fn earcon_at(name: &str, rate: u32, dir: &Path) -> Vec<f32> {
     read_wav_mono(&out).expect("earcon").0
 }
 
-async fn device_for(sim: &TestSim, dir: &Path, wav: &Path) -> Device {
-    let mut c = config(
-        sim,
-        dir,
-        &mic_file(dir, Duration::from_secs(2)),
-        &format!("wav:{}", wav.display()),
-    );
+async fn device_for(sim: &TestSim, dir: &Path, out: &Path) -> Device {
+    let mut c = config(sim, dir, &mic_file(dir, Duration::from_secs(2)), &wav(out));
     c.earcons = false;
     start_device(c).await
 }
@@ -174,8 +142,8 @@ async fn device_for(sim: &TestSim, dir: &Path, wav: &Path) -> Device {
 async fn an_alarm_under_a_dialog_plays_its_background_asset_then_its_own_sound_again() {
     let sim = sim("[[turn]]\nfinal_speech = \"It is five o'clock.\"\n").await;
     let dir = test_dir("alert-background-asset");
-    let wav = dir.join("out.wav");
-    let mut device = device_for(&sim, &dir, &wav).await;
+    let out = dir.join("out.wav");
+    let mut device = device_for(&sim, &dir, &out).await;
     let own = avs_sim::speech::synthesize_mp3("Wake up. This is your alarm, in the foreground.")
         .expect("synthesize");
     let background = avs_sim::speech::synthesize_mp3("Background tone.").expect("synthesize");
@@ -199,7 +167,7 @@ async fn an_alarm_under_a_dialog_plays_its_background_asset_then_its_own_sound_a
     )
     .await;
     let (played, rate) =
-        ring_through_a_dialog(&sim, &mut device, &wav, Duration::from_secs(5)).await;
+        ring_through_a_dialog(&sim, &mut device, &out, Duration::from_secs(5)).await;
     device.stop().await;
 
     let decode = |name: &str, mp3: &bytes::Bytes| {
@@ -229,8 +197,8 @@ async fn an_alarm_under_a_dialog_plays_its_background_asset_then_its_own_sound_a
 async fn a_timer_without_assets_plays_the_timer_sound_and_the_short_sound_under_a_dialog() {
     let sim = sim("[[turn]]\nfinal_speech = \"It is five o'clock.\"\n").await;
     let dir = test_dir("alert-bundled-sounds");
-    let wav = dir.join("out.wav");
-    let mut device = device_for(&sim, &dir, &wav).await;
+    let out = dir.join("out.wav");
+    let mut device = device_for(&sim, &dir, &out).await;
     set_alert(
         &sim,
         "timer-1",
@@ -240,7 +208,7 @@ async fn a_timer_without_assets_plays_the_timer_sound_and_the_short_sound_under_
     )
     .await;
     let (played, rate) =
-        ring_through_a_dialog(&sim, &mut device, &wav, Duration::from_secs(3)).await;
+        ring_through_a_dialog(&sim, &mut device, &out, Duration::from_secs(3)).await;
     device.stop().await;
 
     let timer = earcon_at("timer", rate, &dir);
