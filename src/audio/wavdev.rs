@@ -165,6 +165,7 @@ pub(crate) fn open_wav_output(
     path: &Path,
     counters: Arc<Counters>,
     shutdown: Arc<AtomicBool>,
+    master_gain: Arc<AtomicU32>,
 ) -> Result<OpenedOutput, AudioError> {
     let rate = cfg.output_rate.unwrap_or(WAV_OUTPUT_DEFAULT_RATE);
     let channels = WAV_OUTPUT_CHANNELS;
@@ -181,8 +182,7 @@ pub(crate) fn open_wav_output(
     let writer = hound::WavWriter::create(path, spec).map_err(wav_err)?;
     let frames = period_frames(rate, cfg.period);
     let (producer, consumer) = output_ring(frames, channels);
-    let master_gain = Arc::new(AtomicU32::new(1.0f32.to_bits()));
-    let mut cb = OutputCallback::new(consumer, channels, rate, master_gain.clone(), counters);
+    let mut cb = OutputCallback::new(consumer, channels, rate, master_gain, counters);
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let paused = Arc::new(AtomicBool::new(false));
@@ -255,12 +255,70 @@ pub(crate) fn open_wav_output(
             paused,
         },
         producer,
-        master_gain,
         info: StreamInfo {
             device: cfg.output.clone(),
             rate,
             channels,
             sample_format: "i16".into(),
+            requested_period_frames: frames,
+            granted_period_frames: frames,
+        },
+    })
+}
+
+/// Stands in for a lost output device: the output callback body run by a thread paced in real
+/// time, its samples thrown away. The mixer keeps its clock, so sources play to their end
+/// (unheard) and their owners get Progress and Finished on time while the device is reopened.
+pub(crate) fn open_void_output(
+    info: &StreamInfo,
+    period: Duration,
+    counters: Arc<Counters>,
+    shutdown: Arc<AtomicBool>,
+    master_gain: Arc<AtomicU32>,
+) -> Result<OpenedOutput, AudioError> {
+    let (rate, channels) = (info.rate, info.channels);
+    let frames = period_frames(rate, period);
+    let (producer, consumer) = output_ring(frames, channels);
+    let mut cb = OutputCallback::new(consumer, channels, rate, master_gain, counters);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let paused = Arc::new(AtomicBool::new(false));
+    let paused2 = paused.clone();
+    let handle = std::thread::Builder::new()
+        .name("avsd-void-out".into())
+        .spawn(move || {
+            let mut buf = vec![0f32; frames as usize * usize::from(channels.max(1))];
+            paced(
+                period,
+                &stop2,
+                &paused2,
+                true,
+                |_| {},
+                || {
+                    if shutdown.load(Ordering::Relaxed) {
+                        return false;
+                    }
+                    cb.process(&mut buf);
+                    true
+                },
+            );
+        })
+        .map_err(|source| AudioError::Thread {
+            name: "void-out",
+            source,
+        })?;
+    Ok(OpenedOutput {
+        backend: Backend::Thread {
+            handle,
+            stop,
+            paused,
+        },
+        producer,
+        info: StreamInfo {
+            device: info.device.clone(),
+            rate,
+            channels,
+            sample_format: "none".into(),
             requested_period_frames: frames,
             granted_period_frames: frames,
         },

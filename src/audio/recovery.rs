@@ -1,0 +1,181 @@
+//! When a device stream is lost and when to try it again: a watchdog on the device's callback
+//! counter (a stream whose server died may stop calling back without any error: the ALSA jack
+//! plugin does) and the reopen backoff. Pure logic with time as an input; the mixer (output)
+//! and the capture thread (input) own the streams and act on what it says.
+
+use std::time::{Duration, Instant};
+
+/// A running stream that has not called back for this long is lost. Device periods are
+/// 10-20 ms, so this is 50+ missed periods; a false alarm only costs a reopen.
+pub(crate) const STALL_LIMIT: Duration = Duration::from_secs(1);
+/// First reopen attempt after a loss; each failure doubles the wait up to `RETRY_MAX`.
+pub(crate) const RETRY_FIRST: Duration = Duration::from_millis(500);
+pub(crate) const RETRY_MAX: Duration = Duration::from_secs(8);
+
+/// Whether a device is usable, and if not, when to try it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Health {
+    /// Running: `last_count` callbacks were seen, the last change at `since`.
+    Healthy { last_count: u64, since: Instant },
+    /// Lost at `since`; `failures` reopen attempts failed; the next one is due at `next_try`.
+    Lost {
+        since: Instant,
+        failures: u32,
+        next_try: Instant,
+    },
+}
+
+impl Health {
+    pub(crate) fn healthy(count: u64, now: Instant) -> Self {
+        Health::Healthy {
+            last_count: count,
+            since: now,
+        }
+    }
+
+    pub(crate) fn is_lost(&self) -> bool {
+        matches!(self, Health::Lost { .. })
+    }
+
+    /// The stream (re)starts or resumes: its callbacks are due from now on, not since the pause.
+    pub(crate) fn restart_watch(&mut self, count: u64, now: Instant) {
+        if let Health::Healthy { .. } = self {
+            *self = Self::healthy(count, now);
+        }
+    }
+
+    /// Looks at the callback counter of a stream that should be running. Returns true when it
+    /// has not moved for `STALL_LIMIT`: the caller then declares the device lost.
+    pub(crate) fn stalled(&mut self, count: u64, now: Instant) -> bool {
+        match self {
+            Health::Healthy { last_count, since } => {
+                if count != *last_count {
+                    *last_count = count;
+                    *since = now;
+                    false
+                } else {
+                    now.saturating_duration_since(*since) >= STALL_LIMIT
+                }
+            }
+            Health::Lost { .. } => false,
+        }
+    }
+
+    /// The device is gone: the first reopen attempt comes after `RETRY_FIRST`.
+    pub(crate) fn lose(&mut self, now: Instant) {
+        if !self.is_lost() {
+            *self = Health::Lost {
+                since: now,
+                failures: 0,
+                next_try: now + RETRY_FIRST,
+            };
+        }
+    }
+
+    /// Whether a reopen attempt is due.
+    pub(crate) fn retry_due(&self, now: Instant) -> bool {
+        matches!(self, Health::Lost { next_try, .. } if now >= *next_try)
+    }
+
+    /// How long until the next attempt (`None` while healthy): the owner's thread may sleep
+    /// this long, so retries cost wakeups only while the device is lost.
+    pub(crate) fn retry_in(&self, now: Instant) -> Option<Duration> {
+        match self {
+            Health::Lost { next_try, .. } => Some(next_try.saturating_duration_since(now)),
+            Health::Healthy { .. } => None,
+        }
+    }
+
+    /// A reopen attempt failed: wait twice as long (up to `RETRY_MAX`) before the next.
+    pub(crate) fn retry_failed(&mut self, now: Instant) {
+        if let Health::Lost {
+            failures, next_try, ..
+        } = self
+        {
+            *failures = failures.saturating_add(1);
+            *next_try = now + backoff(*failures);
+        }
+    }
+}
+
+/// The wait after `failures` failed attempts: 0.5 s, 1, 2, 4, 8, 8, ... s.
+pub(crate) fn backoff(failures: u32) -> Duration {
+    let factor = 1u32 << failures.min(5);
+    (RETRY_FIRST * factor).min(RETRY_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_that_keeps_calling_back_is_never_stalled() {
+        let t0 = Instant::now();
+        let mut h = Health::healthy(0, t0);
+        for i in 1..500u64 {
+            let now = t0 + Duration::from_millis(10 * i);
+            assert!(!h.stalled(i, now), "at {i}");
+        }
+    }
+
+    #[test]
+    fn a_stream_silent_for_the_stall_limit_is_lost() {
+        let t0 = Instant::now();
+        let mut h = Health::healthy(0, t0);
+        assert!(!h.stalled(5, t0 + Duration::from_millis(50)));
+        // The last change was at 50 ms: stalled only from 1.05 s on.
+        assert!(!h.stalled(5, t0 + Duration::from_millis(1049)));
+        assert!(h.stalled(5, t0 + Duration::from_millis(1050)));
+    }
+
+    #[test]
+    fn a_resumed_stream_gets_a_fresh_watch() {
+        let t0 = Instant::now();
+        let mut h = Health::healthy(7, t0);
+        // Paused for a minute (no callbacks, not watched), then resumed.
+        let resumed = t0 + Duration::from_secs(60);
+        h.restart_watch(7, resumed);
+        assert!(!h.stalled(7, resumed + Duration::from_millis(999)));
+        assert!(h.stalled(7, resumed + STALL_LIMIT));
+    }
+
+    #[test]
+    fn reopen_backs_off_from_half_a_second_to_eight() {
+        let t0 = Instant::now();
+        let mut h = Health::healthy(0, t0);
+        h.lose(t0);
+        assert!(h.is_lost());
+        assert!(
+            !h.stalled(0, t0 + Duration::from_secs(5)),
+            "a lost device is not watched"
+        );
+        assert!(!h.retry_due(t0 + Duration::from_millis(499)));
+        assert_eq!(h.retry_in(t0), Some(Duration::from_millis(500)));
+        let mut now = t0 + Duration::from_millis(500);
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            assert!(h.retry_due(now));
+            h.retry_failed(now);
+            let wait = h.retry_in(now).unwrap_or_default();
+            assert!(!h.retry_due(now + wait - Duration::from_millis(1)));
+            waits.push(wait.as_millis());
+            now += wait;
+        }
+        assert_eq!(waits, [1000, 2000, 4000, 8000, 8000, 8000, 8000]);
+        // Losing it again while lost keeps the schedule.
+        h.lose(now);
+        assert_eq!(h.retry_in(now), Some(Duration::from_secs(8)));
+    }
+
+    #[test]
+    fn back_to_healthy_after_a_reopen() {
+        let t0 = Instant::now();
+        let mut h = Health::healthy(3, t0);
+        h.lose(t0);
+        let back = t0 + Duration::from_secs(2);
+        h = Health::healthy(0, back);
+        assert!(!h.is_lost());
+        assert_eq!(h.retry_in(back), None);
+        assert!(!h.stalled(1, back + Duration::from_millis(20)));
+    }
+}
