@@ -537,7 +537,7 @@ fn open_cpal_input(
     let (producer, consumer) = input_ring(plan.chosen.rate, plan.chosen.channels);
     let cb = InputCallback::new(producer, plan.chosen.channels, counters.clone());
     let err_fn = stream_error_handler(counters, dir, |c| &c.input_overruns, |c| &c.input_lost);
-    let (d, config) = (&plan.device, plan.config.clone());
+    let (d, config) = (&plan.device, plan.config);
     let built = match plan.chosen.format {
         SampleFormatKind::I16 => build_input::<i16>(d, config, cb, err_fn),
         SampleFormatKind::F32 => build_input::<f32>(d, config, cb, err_fn),
@@ -667,7 +667,7 @@ fn open_cpal_output(
         counters.clone(),
     );
     let err_fn = stream_error_handler(counters, dir, |c| &c.output_underruns, |c| &c.output_lost);
-    let (d, config) = (&plan.device, plan.config.clone());
+    let (d, config) = (&plan.device, plan.config);
     let built = match plan.chosen.format {
         SampleFormatKind::I16 => build_output::<i16>(d, config, cb, err_fn),
         SampleFormatKind::F32 => build_output::<f32>(d, config, cb, err_fn),
