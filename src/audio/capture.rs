@@ -251,6 +251,8 @@ struct InputDevice {
     /// Whether the device is there; while it is lost there is no stream and no frames.
     health: Health,
     reopen: InputReopen,
+    /// Tells the output's owner that this device was lost (see `Counters::output_suspect`).
+    tell_output: Option<Box<dyn Fn() + Send>>,
 }
 
 /// What reopening the input device takes, and the stream info the engine reports.
@@ -308,8 +310,16 @@ impl CaptureWorker {
             cannot_pause: false,
             health: Health::healthy(count, Instant::now()),
             reopen,
+            tell_output: None,
         });
         self
+    }
+
+    /// What to call when the input is lost: the output may be on the same (dead) server.
+    pub(crate) fn on_device_lost(&mut self, tell: Box<dyn Fn() + Send>) {
+        if let Some(d) = self.device.as_mut() {
+            d.tell_output = Some(tell);
+        }
     }
 
     /// Starts the input stream (at engine start, so a device that cannot run is an error then).
@@ -437,6 +447,7 @@ impl CaptureWorker {
         tracing::info!(device = %d.id, stream = ?info, ?lost_for, "audio device back");
         let c = &self.shared.counters;
         c.input_lost.store(false, Ordering::Release);
+        c.input_suspect.store(false, Ordering::Release);
         c.device_reopens.fetch_add(1, Ordering::Relaxed);
         d.backend = backend;
         d.running = false;

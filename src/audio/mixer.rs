@@ -246,6 +246,8 @@ pub(crate) struct OutputDevice {
     health: Health,
     /// How to open it again after a loss.
     reopen: OutputReopen,
+    /// Tells the input's owner that this device was lost (see `Counters::input_suspect`).
+    tell_input: Option<Box<dyn Fn() + Send>>,
 }
 
 /// What reopening the output device takes: the config (rate pinned to the mixer's), the
@@ -340,7 +342,15 @@ impl Mixer {
             cannot_pause: false,
             health: Health::healthy(count, Instant::now()),
             reopen,
+            tell_input: None,
         });
+    }
+
+    /// What to call when the output is lost: the input may be on the same (dead) server.
+    pub(crate) fn on_device_lost(&mut self, tell: Box<dyn Fn() + Send>) {
+        if let Some(o) = self.output.as_mut() {
+            o.tell_input = Some(tell);
+        }
     }
 
     /// Declares the output lost when its stream said so or stopped calling back while it should
@@ -434,6 +444,7 @@ impl Mixer {
                 tracing::info!(device = %o.id, stream = ?new.info, ?lost_for, "audio device back");
                 *o.reopen.info.lock().unwrap_or_else(|e| e.into_inner()) = Some(new.info.clone());
                 self.counters.output_lost.store(false, Ordering::Release);
+                self.counters.output_suspect.store(false, Ordering::Release);
                 self.counters.device_reopens.fetch_add(1, Ordering::Relaxed);
                 self.swap_output(new);
                 if let Some(o) = self.output.as_mut() {

@@ -344,6 +344,11 @@ pub struct Counters {
     /// the stream (the mixer, the capture thread): callbacks only signal, owners act and log.
     pub(crate) output_lost: AtomicBool,
     pub(crate) input_lost: AtomicBool,
+    /// Raised by the other direction's owner when it lost its device: a paused stream on the
+    /// same server cannot tell it is dead, and closing it only after the server is back (and
+    /// a new stream opened) can crash libjack. Its owner closes a paused stream and reopens it.
+    pub(crate) output_suspect: AtomicBool,
+    pub(crate) input_suspect: AtomicBool,
     /// Set by the mixer when it has nothing to play: a short output ring is then not an underrun.
     pub(crate) output_idle: AtomicBool,
 }
@@ -494,6 +499,19 @@ impl AudioEngine {
                 info: output_info.clone(),
             },
         );
+        let mut worker = worker;
+        if let Some(w) = worker.as_mut() {
+            let (c, waker) = (counters.clone(), mixer.waker());
+            w.on_device_lost(Box::new(move || {
+                c.output_suspect.store(true, Ordering::Release);
+                waker.wake();
+            }));
+            let (c, shared) = (counters.clone(), capture_shared.clone());
+            mixer.on_device_lost(Box::new(move || {
+                c.input_suspect.store(true, Ordering::Release);
+                shared.wake();
+            }));
+        }
         if let Some(w) = worker.as_ref() {
             w.play_device()?;
         }
