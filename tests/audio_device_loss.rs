@@ -5,10 +5,15 @@
 //! name the engine must reopen the devices by itself: the next speech is heard in the recording,
 //! the mic delivers the file again.
 //!
+//! The last test does it to the whole daemon against avs-sim: the Speak playing when jackd dies
+//! still ends with SpeechFinished, and the next dialog's answer is heard.
+//!
 //! Needs `jackd2 libasound2-plugins sox mpg123` (like tests/audio_playback.rs).
 
 // Helpers outside #[test] fns count as non-test code for clippy; a failed setup must fail the test.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -274,6 +279,87 @@ fn a_lost_mic_ends_the_capture_and_works_again_once_it_is_back() {
             assert_eq!((s.device_losses, s.device_reopens), (1, 1), "{s:?}");
             let input = s.input.unwrap();
             assert_eq!((input.rate, input.channels), (16_000, 1));
+        },
+    );
+}
+
+const LONG_ANSWER: &str = "This answer is long on purpose, so that the sound server can go away \
+    while it is being spoken. It goes on with a few more words, one, two, three, four, five, six, \
+    seven, eight, nine, ten, and then it is over.";
+const SECOND_ANSWER: &str = "Here I am again. The speaker came back by itself.";
+
+#[test]
+fn a_dialog_outlives_the_sound_server_and_the_next_answer_is_heard() {
+    use avsd::dialog::{DialogCommand, DialogStep};
+    with_virtual_audio(
+        "a_dialog_outlives_the_sound_server_and_the_next_answer_is_heard",
+        RATE,
+        |rig: &AudioRig| {
+            // The mic says the utterance every 5 s, so each Listen hears a question.
+            let (utterance, _) =
+                avs_testkit::audio::read_wav_mono(&common::utterance_path()).expect("utterance");
+            let mut one = to_i16(&utterance);
+            one.resize(16_000 * 5, 0);
+            rig.write_mic(&one.repeat(24)).expect("mic");
+            common::runtime().block_on(async {
+                let scenario = format!(
+                    "[[turn]]\nfinal_speech = \"{LONG_ANSWER}\"\n\n[[turn]]\nfinal_speech = \"{SECOND_ANSWER}\"\n"
+                );
+                let sim = common::sim(&scenario).await;
+                let dir = common::test_dir("device-loss");
+                let mut c = common::config(&sim, &dir, rig.mic_device(), rig.speaker_device());
+                c.audio.input_rate = Some(16_000);
+                c.audio.input_channels = Some(1);
+                c.audio.output_rate = Some(RATE);
+                c.earcons = false;
+                let mut device = common::start_device(c).await;
+                let cmd = device.daemon.dialog.commands.clone();
+
+                cmd.send(DialogCommand::Listen).await.expect("listen");
+                device
+                    .wait_step("first answer", Duration::from_secs(30), |s| {
+                        matches!(s, DialogStep::SpeechStarted { .. })
+                    })
+                    .await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                rig.stop_jack().expect("stop jackd");
+                // The answer is spoken to the end into the void: SpeechFinished reaches the cloud.
+                device
+                    .wait_step("first answer's end", Duration::from_secs(30), |s| {
+                        matches!(s, DialogStep::SpeechFinished { .. })
+                    })
+                    .await;
+                common::wait_events(&sim, "SpeechSynthesizer.SpeechFinished", 1, Duration::from_secs(10)).await;
+                let lost = device.daemon.audio_stats();
+                assert!(lost.device_losses >= 1, "{lost:?}");
+
+                rig.restart_jack().expect("restart jackd");
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while device.daemon.audio_stats().device_reopens < 2 {
+                    assert!(Instant::now() < deadline, "not reopened: {:?}", device.daemon.audio_stats());
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                cmd.send(DialogCommand::Listen).await.expect("listen again");
+                device
+                    .wait_step("second answer's end", Duration::from_secs(30), |s| {
+                        matches!(s, DialogStep::SpeechFinished { .. })
+                    })
+                    .await;
+                common::wait_events(&sim, "SpeechSynthesizer.SpeechFinished", 2, Duration::from_secs(10)).await;
+                let stats = device.daemon.audio_stats();
+                let channels = stats.output.as_ref().map(|o| o.channels).expect("output");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                device.stop().await;
+
+                let mp3 = avs_sim::speech::synthesize_mp3(SECOND_ANSWER).expect("synthesize");
+                let path = dir.join("second.mp3");
+                std::fs::write(&path, &mp3).expect("write");
+                let reference = reference_decode_mp3(&path, RATE, &dir).expect("decode");
+                let rec = rig.played(channels).expect("played");
+                let m = locate(&rec, &reference, RATE).expect("locate");
+                assert!(m.score > 0.9, "the second answer was not heard: {m:?}; {stats:?}");
+                assert_eq!(stats.device_losses, lost.device_losses, "{stats:?}");
+            });
         },
     );
 }
