@@ -6,8 +6,10 @@
 use std::time::{Duration, Instant};
 
 /// A running stream that has not called back for this long is lost. Device periods are
-/// 10-20 ms, so this is 50+ missed periods; a false alarm only costs a reopen.
-pub(crate) const STALL_LIMIT: Duration = Duration::from_secs(1);
+/// 10-20 ms, so this is 100+ missed periods: a loaded board does not get there, and while a
+/// device is really gone its sources wait only this long before the stand-in takes over. A
+/// false alarm would cost a reopen (and the audio in the ring).
+pub(crate) const STALL_LIMIT: Duration = Duration::from_secs(2);
 /// First reopen attempt after a loss; each failure doubles the wait up to `RETRY_MAX`.
 pub(crate) const RETRY_FIRST: Duration = Duration::from_millis(500);
 pub(crate) const RETRY_MAX: Duration = Duration::from_secs(8);
@@ -123,9 +125,9 @@ mod tests {
         let t0 = Instant::now();
         let mut h = Health::healthy(0, t0);
         assert!(!h.stalled(5, t0 + Duration::from_millis(50)));
-        // The last change was at 50 ms: stalled only from 1.05 s on.
-        assert!(!h.stalled(5, t0 + Duration::from_millis(1049)));
-        assert!(h.stalled(5, t0 + Duration::from_millis(1050)));
+        // The last change was at 50 ms: stalled only from 2.05 s on.
+        assert!(!h.stalled(5, t0 + Duration::from_millis(2049)));
+        assert!(h.stalled(5, t0 + Duration::from_millis(2050)));
     }
 
     #[test]
@@ -135,7 +137,7 @@ mod tests {
         // Paused for a minute (no callbacks, not watched), then resumed.
         let resumed = t0 + Duration::from_secs(60);
         h.restart_watch(7, resumed);
-        assert!(!h.stalled(7, resumed + Duration::from_millis(999)));
+        assert!(!h.stalled(7, resumed + Duration::from_millis(1999)));
         assert!(h.stalled(7, resumed + STALL_LIMIT));
     }
 
