@@ -153,7 +153,7 @@ fn speech_finishes_while_the_speaker_is_lost_and_the_next_is_heard_once_it_is_ba
             assert!((1..=2).contains(&s.device_losses), "{s:?}");
             assert_eq!(s.device_reopens, 0, "{s:?}");
             println!(
-                "lost after {:?}; finished {:?} after the kill; {s:?}",
+                "killed {:?} after Started; Finished came {:?} after the kill; {s:?}",
                 killed_at.duration_since(started_at),
                 finished_at.duration_since(killed_at)
             );

@@ -17,7 +17,7 @@ use cpal::{FromSample, Sample};
 use tokio::sync::mpsc;
 
 use super::devices::{self, Backend, OpenedInput};
-use super::recovery::Health;
+use super::recovery::{Health, Verdict};
 use super::resample::StreamResampler;
 use super::{
     AudioConfig, AudioError, CAPTURE_FRAME_SAMPLES, CAPTURE_RATE, Counters, LossReporter,
@@ -386,20 +386,27 @@ impl CaptureWorker {
             return None;
         }
         let c = &self.shared.counters;
-        let flagged = c.input_lost.swap(false, Ordering::AcqRel);
-        let count = c.input_callbacks.load(Ordering::Relaxed);
-        let stalled = d.running && d.health.stalled(count, now);
-        if !(flagged || stalled) {
-            return None;
+        let verdict = d.health.verdict(
+            c.input_callbacks.load(Ordering::Relaxed),
+            now,
+            d.running,
+            c.input_lost.swap(false, Ordering::AcqRel),
+            c.input_suspect.swap(false, Ordering::AcqRel),
+        );
+        match verdict {
+            Verdict::Fine => return None,
+            Verdict::Lost(why) => {
+                tracing::error!(device = %d.id, direction = "input", why,
+                    devices_that_exist = %devices::existing_devices(), "audio device lost");
+                c.device_losses.fetch_add(1, Ordering::Relaxed);
+                if let Some(tell) = d.tell_output.as_ref() {
+                    tell();
+                }
+            }
+            Verdict::Reopen => {
+                tracing::info!(device = %d.id, "the output was lost: reopening the paused mic too");
+            }
         }
-        let why = if flagged {
-            "stream error"
-        } else {
-            "callbacks stopped"
-        };
-        tracing::error!(device = %d.id, direction = "input", why,
-            devices_that_exist = %devices::existing_devices(), "audio device lost");
-        c.device_losses.fetch_add(1, Ordering::Relaxed);
         d.health.lose(now);
         // The dead stream goes now: closing it after its server came back can crash libjack.
         let dead = std::mem::replace(&mut d.backend, Backend::Closed);

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::decode::SourceShared;
 use super::devices::{self, Backend, OpenedOutput};
-use super::recovery::Health;
+use super::recovery::{Health, Verdict};
 use super::{AudioConfig, Channel, Counters, LossReporter, PlaybackUpdate, SharedInfo, SourceId};
 
 /// Gain ramps (master, channel) take this long from one value to another.
@@ -369,23 +369,28 @@ impl Mixer {
         if !o.backend.is_cpal() {
             return;
         }
-        let flagged = self.counters.output_lost.swap(false, Ordering::AcqRel);
-        let count = self.counters.output_callbacks.load(Ordering::Relaxed);
-        let stalled = !o.paused && o.health.stalled(count, now);
-        if flagged || stalled {
-            self.lose_output(
-                now,
-                if flagged {
-                    "stream error"
-                } else {
-                    "callbacks stopped"
-                },
-            );
+        let c = &self.counters;
+        let verdict = o.health.verdict(
+            c.output_callbacks.load(Ordering::Relaxed),
+            now,
+            !o.paused,
+            c.output_lost.swap(false, Ordering::AcqRel),
+            c.output_suspect.swap(false, Ordering::AcqRel),
+        );
+        match verdict {
+            Verdict::Fine => {}
+            Verdict::Lost(why) => self.lose_output(now, Some(why)),
+            Verdict::Reopen => {
+                tracing::info!(device = %o.id, "the input was lost: reopening the paused output too");
+                self.lose_output(now, None);
+            }
         }
     }
 
     /// Swaps the dead stream for the void stand-in, which keeps the mixer's clock running.
-    fn lose_output(&mut self, now: Instant, why: &'static str) {
+    /// `why` is None when the stream is only suspect (the input was lost, see
+    /// `Counters::output_suspect`): then it is neither logged nor counted as a loss.
+    fn lose_output(&mut self, now: Instant, why: Option<&'static str>) {
         let Some(o) = self.output.as_mut() else {
             return;
         };
@@ -395,9 +400,14 @@ impl Mixer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        tracing::error!(device = %o.id, direction = "output", why,
-            devices_that_exist = %devices::existing_devices(), "audio device lost");
-        self.counters.device_losses.fetch_add(1, Ordering::Relaxed);
+        if let Some(why) = why {
+            tracing::error!(device = %o.id, direction = "output", why,
+                devices_that_exist = %devices::existing_devices(), "audio device lost");
+            self.counters.device_losses.fetch_add(1, Ordering::Relaxed);
+            if let Some(tell) = o.tell_input.as_ref() {
+                tell();
+            }
+        }
         o.health.lose(now);
         let Some(info) = info else {
             return;

@@ -14,6 +14,18 @@ pub(crate) const STALL_LIMIT: Duration = Duration::from_secs(2);
 pub(crate) const RETRY_FIRST: Duration = Duration::from_millis(500);
 pub(crate) const RETRY_MAX: Duration = Duration::from_secs(8);
 
+/// What the owner of a healthy stream should do after a look at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Fine,
+    /// It is gone (the reason, for the log): close it, stand in, reopen with backoff.
+    Lost(&'static str),
+    /// The other direction lost its device and this stream is paused, so nothing would show
+    /// that it is dead too: close it now (safe while its server is down) and reopen it. Not a
+    /// loss: nothing was playing.
+    Reopen,
+}
+
 /// Whether a device is usable, and if not, when to try it again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Health {
@@ -60,6 +72,37 @@ impl Health {
                 }
             }
             Health::Lost { .. } => false,
+        }
+    }
+
+    /// Looks at a healthy stream: `count` is its callback counter, `running` whether it should
+    /// be calling back (not paused), `flagged` whether its error callback reported it gone,
+    /// `suspect` whether the other direction's device was just lost.
+    pub(crate) fn verdict(
+        &mut self,
+        count: u64,
+        now: Instant,
+        running: bool,
+        flagged: bool,
+        suspect: bool,
+    ) -> Verdict {
+        if self.is_lost() {
+            return Verdict::Fine;
+        }
+        if flagged {
+            return Verdict::Lost("stream error");
+        }
+        if running {
+            if self.stalled(count, now) {
+                return Verdict::Lost("callbacks stopped");
+            }
+            // Running and watched: a dead server shows as a stall.
+            return Verdict::Fine;
+        }
+        if suspect {
+            Verdict::Reopen
+        } else {
+            Verdict::Fine
         }
     }
 
@@ -139,6 +182,40 @@ mod tests {
         h.restart_watch(7, resumed);
         assert!(!h.stalled(7, resumed + Duration::from_millis(1999)));
         assert!(h.stalled(7, resumed + STALL_LIMIT));
+    }
+
+    #[test]
+    fn verdicts() {
+        let t0 = Instant::now();
+        let later = t0 + STALL_LIMIT;
+        let fresh = || Health::healthy(10, t0);
+        // The error callback's flag wins, running or not.
+        assert_eq!(
+            fresh().verdict(11, t0, true, true, false),
+            Verdict::Lost("stream error")
+        );
+        assert_eq!(
+            fresh().verdict(10, t0, false, true, true),
+            Verdict::Lost("stream error")
+        );
+        // A running stream that stopped calling back.
+        assert_eq!(
+            fresh().verdict(10, later, true, false, false),
+            Verdict::Lost("callbacks stopped")
+        );
+        // A running stream is watched, so a suspicion changes nothing.
+        assert_eq!(fresh().verdict(11, later, true, false, true), Verdict::Fine);
+        // A paused one is not watched (no callbacks is normal)...
+        assert_eq!(
+            fresh().verdict(10, later, false, false, false),
+            Verdict::Fine
+        );
+        // ...but is reopened when the other direction was lost.
+        assert_eq!(fresh().verdict(10, t0, false, false, true), Verdict::Reopen);
+        // A lost one is the retry schedule's business.
+        let mut lost = fresh();
+        lost.lose(t0);
+        assert_eq!(lost.verdict(10, later, true, true, true), Verdict::Fine);
     }
 
     #[test]

@@ -201,6 +201,18 @@ fn spawn_jackd(log: &Path, server: &str, rate: u32, period_frames: u32) -> anyho
         .context("starting jackd (is jackd2 installed?)")
 }
 
+/// Whether a JACK server answers under `server`.
+fn jack_answers(server: &str) -> bool {
+    Command::new("jack_lsp")
+        .env("JACK_DEFAULT_SERVER", server)
+        .env("JACK_NO_START_SERVER", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
 /// Waits until `jackd` answers under `server` (and is still ours), or fails with its log.
 fn wait_jackd_ready(jackd: &mut Child, server: &str, log: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -209,14 +221,7 @@ fn wait_jackd_ready(jackd: &mut Child, server: &str, log: &Path) -> anyhow::Resu
             let log = fs::read_to_string(log).unwrap_or_default();
             bail!("jackd exited with {status}: {log}");
         }
-        let ok = Command::new("jack_lsp")
-            .env("JACK_DEFAULT_SERVER", server)
-            .env("JACK_NO_START_SERVER", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
+        let ok = jack_answers(server);
         // jack_lsp may have reached another rig's server of the same name while ours was
         // still finding out that the name is taken: ours must still be alive.
         if ok {
@@ -374,6 +379,14 @@ impl AudioRig {
         let mut j = self.jack.lock().unwrap_or_else(|e| e.into_inner());
         if j.parent_pid.is_some() || j.own.is_some() {
             bail!("the JACK server is still running; stop_jack first");
+        }
+        // While ours was down, a rig in another process may have taken the free name: starting
+        // ours then would connect this test to that rig's server.
+        if jack_answers(&j.server) {
+            bail!(
+                "another JACK server took the name {} while ours was stopped",
+                j.server
+            );
         }
         j.restarts += 1;
         let log = self.dir.join(format!("jackd-restart{}.log", j.restarts));
