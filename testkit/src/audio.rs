@@ -32,6 +32,8 @@ const ENV_RATE: &str = "AVS_AUDIO_RIG_RATE";
 const ENV_PERIOD: &str = "AVS_AUDIO_RIG_PERIOD";
 /// PID of the jackd the parent started, so the body can take the server away mid-test.
 const ENV_JACKD_PID: &str = "AVS_AUDIO_RIG_JACKD_PID";
+/// In the rig's dir: the PID of a jackd the test body restarted.
+const RESTARTED_PID_FILE: &str = "jackd-restarted.pid";
 /// Set to keep the rig's temp dir (config, recordings, jackd log) after the test.
 const ENV_KEEP: &str = "AVS_KEEP_AUDIO_RIG";
 
@@ -170,6 +172,7 @@ pcm.avs_speaker {{
 impl Drop for VirtualAudio {
     fn drop(&mut self) {
         stop_by_pid(&mut self.jackd);
+        stop_restarted(&self.dir.join(RESTARTED_PID_FILE), &self.server);
         if !self.keep {
             let _ = fs::remove_dir_all(&self.dir);
         }
@@ -395,6 +398,8 @@ impl AudioRig {
             stop_by_pid(&mut child);
             return Err(e);
         }
+        // If this process dies without dropping the rig, the parent stops it (see `VirtualAudio`).
+        fs::write(self.dir.join(RESTARTED_PID_FILE), child.id().to_string())?;
         j.own = Some(child);
         Ok(())
     }
@@ -405,6 +410,33 @@ impl Drop for AudioRig {
         let j = self.jack.get_mut().unwrap_or_else(|e| e.into_inner());
         if let Some(mut own) = j.own.take() {
             stop_by_pid(&mut own);
+        }
+    }
+}
+
+/// Stops the jackd a crashed test body restarted (its PID in `pid_file`), if that PID is still
+/// a jackd serving `server` (not a reused PID).
+fn stop_restarted(pid_file: &Path, server: &str) {
+    let Some(pid) = fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let ours = args.first().is_some_and(|a| a.ends_with(b"jackd"))
+        && args
+            .windows(2)
+            .any(|w| w[0] == b"-n" && w[1] == server.as_bytes());
+    if ours && alive(pid) {
+        let _ = signal(pid, "-TERM");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if alive(pid) {
+            let _ = signal(pid, "-KILL");
         }
     }
 }
