@@ -422,8 +422,12 @@ impl Mixer {
         ) {
             Ok(void) => self.swap_output(void),
             Err(e) => {
-                // The clock then stands still until the device is back: sources wait.
+                // The clock then stands still until the device is back: sources wait. The dead
+                // stream still goes now (see `swap_output`).
                 tracing::error!(error = %e, "cannot stand in for the lost output device");
+                if let Some(o) = self.output.as_mut() {
+                    std::mem::replace(&mut o.backend, Backend::Closed).close();
+                }
             }
         }
     }
@@ -478,7 +482,9 @@ impl Mixer {
             return;
         };
         let old = std::mem::replace(&mut o.backend, new.backend);
-        // Closed first: its callback no longer moves the clock while we square it.
+        // Closed first: its callback no longer moves the clock while we square it. A dead
+        // stream must go before its server is back: closing it after a new stream reached the
+        // new server crashed libjack (SIGSEGV, seen with the test rig).
         old.close();
         o.paused = false;
         o.cannot_pause = false;
