@@ -10,16 +10,18 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cpal::{FromSample, Sample};
 use tokio::sync::mpsc;
 
-use super::devices::Backend;
+use super::devices::{self, Backend, OpenedInput};
+use super::recovery::{Health, Verdict};
 use super::resample::StreamResampler;
 use super::{
-    AudioError, CAPTURE_FRAME_SAMPLES, CAPTURE_RATE, Counters, LossReporter, PREROLL_FRAMES,
+    AudioConfig, AudioError, CAPTURE_FRAME_SAMPLES, CAPTURE_RATE, Counters, LossReporter,
+    PREROLL_FRAMES, SharedInfo,
 };
 
 /// Frames the listener's channel holds (1 s); a slower listener then loses the oldest frames
@@ -119,6 +121,13 @@ impl CaptureShared {
         st.listener.is_some()
     }
 
+    /// Ends the listener's frames (its receiver sees the end): the mic is gone.
+    fn close_listener(&self) {
+        if self.lock().listener.take().is_some() {
+            tracing::warn!("the mic is lost: the capture ends here");
+        }
+    }
+
     fn clear_preroll(&self) {
         self.lock().preroll.clear();
     }
@@ -205,6 +214,18 @@ pub(crate) enum CaptureSetupError {
     NoSuchChannel { channel: u16, channels: u16 },
 }
 
+/// Rates are validated by the device layer; an impossible ratio falls back to no resampling and
+/// is logged rather than killing the mic.
+fn capture_resampler(rate: u32) -> Option<StreamResampler> {
+    match StreamResampler::new(rate, CAPTURE_RATE, 1, (rate / 100) as usize) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::error!(error = %e, "capture resampler unavailable; passing samples through");
+            None
+        }
+    }
+}
+
 /// Turns device samples into 16 kHz frames on its own thread.
 pub struct CaptureWorker {
     consumer: rtrb::Consumer<f32>,
@@ -227,6 +248,18 @@ struct InputDevice {
     running: bool,
     /// The device cannot pause: it runs and its samples are thrown away while nobody listens.
     cannot_pause: bool,
+    /// Whether the device is there; while it is lost there is no stream and no frames.
+    health: Health,
+    reopen: InputReopen,
+    /// Tells the output's owner that this device was lost (see `Counters::output_suspect`).
+    tell_output: Option<Box<dyn Fn() + Send>>,
+}
+
+/// What reopening the input device takes, and the stream info the engine reports.
+pub(crate) struct InputReopen {
+    pub(crate) cfg: AudioConfig,
+    pub(crate) shutdown: Arc<AtomicBool>,
+    pub(crate) info: SharedInfo,
 }
 
 impl CaptureWorker {
@@ -246,20 +279,11 @@ impl CaptureWorker {
                 channels,
             });
         }
-        // Rates are validated by the device layer; an impossible ratio falls back to no
-        // resampling and is logged rather than killing the mic.
-        let resampler = match StreamResampler::new(rate, CAPTURE_RATE, 1, (rate / 100) as usize) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                tracing::error!(error = %e, "capture resampler unavailable; passing samples through");
-                None
-            }
-        };
         Ok(Self {
             consumer,
             channels: usize::from(channels.max(1)),
             pick: capture_channel.map(usize::from),
-            resampler,
+            resampler: capture_resampler(rate),
             shared,
             shutdown,
             mono: Vec::new(),
@@ -271,15 +295,31 @@ impl CaptureWorker {
 
     /// Gives the worker its input stream: it runs only while a listener has the mic open,
     /// unless `keep_open` (pre-roll for a wake word).
-    pub(crate) fn with_device(mut self, backend: Backend, id: String, keep_open: bool) -> Self {
+    pub(crate) fn with_device(
+        mut self,
+        backend: Backend,
+        keep_open: bool,
+        reopen: InputReopen,
+    ) -> Self {
+        let count = self.shared.counters.input_callbacks.load(Ordering::Relaxed);
         self.device = Some(InputDevice {
             backend,
-            id,
+            id: reopen.cfg.input.clone(),
             keep_open,
             running: false,
             cannot_pause: false,
+            health: Health::healthy(count, Instant::now()),
+            reopen,
+            tell_output: None,
         });
         self
+    }
+
+    /// What to call when the input is lost: the output may be on the same (dead) server.
+    pub(crate) fn on_device_lost(&mut self, tell: Box<dyn Fn() + Send>) {
+        if let Some(d) = self.device.as_mut() {
+            d.tell_output = Some(tell);
+        }
     }
 
     /// Starts the input stream (at engine start, so a device that cannot run is an error then).
@@ -298,6 +338,13 @@ impl CaptureWorker {
         let mut overruns = LossReporter::new("input overrun samples");
         let mut dropped = LossReporter::new("capture frames dropped (slow listener)");
         while !self.shutdown.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if let Some(retry) = self.check_device(now) {
+                // No mic: whoever listens learns it now rather than waiting for frames.
+                self.shared.close_listener();
+                std::thread::park_timeout(retry);
+                continue;
+            }
             let wanted =
                 self.device.as_ref().is_none_or(|d| d.keep_open) || self.shared.has_listener();
             self.switch_device(wanted);
@@ -324,6 +371,102 @@ impl CaptureWorker {
         }
     }
 
+    /// Declares the input lost when its stream said so or stopped calling back while running,
+    /// and retries a lost one when due. Returns how long to wait for the next attempt while
+    /// it stays lost.
+    fn check_device(&mut self, now: Instant) -> Option<Duration> {
+        let d = self.device.as_mut()?;
+        if d.health.is_lost() {
+            if d.health.retry_due(now) {
+                self.reopen_device(now);
+            }
+            return self.device.as_ref().and_then(|d| d.health.retry_in(now));
+        }
+        if !d.backend.is_cpal() {
+            return None;
+        }
+        let c = &self.shared.counters;
+        let verdict = d.health.verdict(
+            c.input_callbacks.load(Ordering::Relaxed),
+            now,
+            d.running,
+            c.input_lost.swap(false, Ordering::AcqRel),
+            c.input_suspect.swap(false, Ordering::AcqRel),
+        );
+        match verdict {
+            Verdict::Fine => return None,
+            Verdict::Lost(why) => {
+                tracing::error!(device = %d.id, direction = "input", why,
+                    devices_that_exist = %devices::existing_devices(), "audio device lost");
+                c.device_losses.fetch_add(1, Ordering::Relaxed);
+                if let Some(tell) = d.tell_output.as_ref() {
+                    tell();
+                }
+            }
+            Verdict::Reopen => {
+                tracing::info!(device = %d.id, "the output was lost: reopening the paused mic too");
+            }
+        }
+        d.health.lose(now);
+        // The dead stream goes now: closing it after its server came back can crash libjack.
+        let dead = std::mem::replace(&mut d.backend, Backend::Closed);
+        dead.close();
+        d.running = false;
+        self.shared.clear_preroll();
+        d.health.retry_in(now)
+    }
+
+    /// Opens the configured input again; the new stream may have another rate or channel count.
+    fn reopen_device(&mut self, now: Instant) {
+        let Some(d) = self.device.as_mut() else {
+            return;
+        };
+        let opened = devices::open_input(
+            &d.reopen.cfg,
+            self.shared.counters.clone(),
+            d.reopen.shutdown.clone(),
+        );
+        let opened = match opened {
+            Ok(Some(o)) if self.pick.is_none_or(|p| p < usize::from(o.info.channels)) => o,
+            Ok(Some(o)) => {
+                o.backend.close();
+                d.health.retry_failed(now);
+                tracing::debug!(device = %d.id, "input back without the capture channel");
+                return;
+            }
+            Ok(None) => return,
+            Err(e) => {
+                d.health.retry_failed(now);
+                tracing::debug!(device = %d.id, error = %e, retry_in = ?d.health.retry_in(now),
+                    "audio device still lost");
+                return;
+            }
+        };
+        let OpenedInput {
+            backend,
+            consumer,
+            info,
+        } = opened;
+        let lost_for = match d.health {
+            Health::Lost { since, .. } => now.saturating_duration_since(since),
+            Health::Healthy { .. } => Duration::ZERO,
+        };
+        tracing::info!(device = %d.id, stream = ?info, ?lost_for, "audio device back");
+        let c = &self.shared.counters;
+        c.input_lost.store(false, Ordering::Release);
+        c.input_suspect.store(false, Ordering::Release);
+        c.device_reopens.fetch_add(1, Ordering::Relaxed);
+        d.backend = backend;
+        d.running = false;
+        d.cannot_pause = false;
+        d.health = Health::healthy(c.input_callbacks.load(Ordering::Relaxed), now);
+        self.consumer = consumer;
+        self.channels = usize::from(info.channels.max(1));
+        self.resampler = capture_resampler(info.rate);
+        self.pending.clear();
+        *d.reopen.info.lock().unwrap_or_else(|e| e.into_inner()) = Some(info);
+    }
+
     /// Runs or pauses the input device to match whether anyone listens.
     fn switch_device(&mut self, wanted: bool) {
         let Some(d) = self.device.as_mut() else {
@@ -339,8 +482,19 @@ impl CaptureWorker {
                 chunk.commit_all();
             }
             match d.backend.play(&d.id) {
-                Ok(()) => d.running = true,
-                Err(e) => tracing::warn!(error = %e, "cannot resume the mic"),
+                Ok(()) => {
+                    d.running = true;
+                    let count = self.shared.counters.input_callbacks.load(Ordering::Relaxed);
+                    d.health.restart_watch(count, Instant::now());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot resume the mic");
+                    // Lost at the next check: the stream is reopened.
+                    self.shared
+                        .counters
+                        .input_lost
+                        .store(true, Ordering::Release);
+                }
             }
         } else {
             match d.backend.pause() {

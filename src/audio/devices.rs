@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -327,9 +327,16 @@ pub(crate) enum Backend {
         /// The thread parks while this is set (see `wavdev::paced`).
         paused: Arc<AtomicBool>,
     },
+    /// No stream: the device was lost and is not open again yet.
+    Closed,
 }
 
 impl Backend {
+    /// A real device stream (the only kind that can be lost: the threads are ours).
+    pub(crate) fn is_cpal(&self) -> bool {
+        matches!(self, Backend::Cpal(_))
+    }
+
     pub(crate) fn play(&self, id: &str) -> Result<(), AudioError> {
         match self {
             Backend::Cpal(s) => s.play().map_err(|source| AudioError::OpenFailed {
@@ -343,6 +350,7 @@ impl Backend {
                 handle.thread().unpark();
                 Ok(())
             }
+            Backend::Closed => Ok(()),
         }
     }
 
@@ -355,6 +363,7 @@ impl Backend {
                 paused.store(true, Ordering::SeqCst);
                 Ok(())
             }
+            Backend::Closed => Ok(()),
         }
     }
 
@@ -368,6 +377,7 @@ impl Backend {
                     tracing::error!("a wav device thread panicked");
                 }
             }
+            Backend::Closed => {}
         }
     }
 }
@@ -381,7 +391,6 @@ pub(crate) struct OpenedInput {
 pub(crate) struct OpenedOutput {
     pub(crate) backend: Backend,
     pub(crate) producer: rtrb::Producer<f32>,
-    pub(crate) master_gain: Arc<AtomicU32>,
     pub(crate) info: StreamInfo,
 }
 
@@ -406,71 +415,140 @@ pub(crate) fn open_input(
     }
 }
 
-fn open_cpal_input(
-    cfg: &AudioConfig,
+/// Which way a stream goes; the parts of opening one that differ by direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    Input,
+    Output,
+}
+
+impl Direction {
+    fn name(self) -> &'static str {
+        match self {
+            Direction::Input => "input",
+            Direction::Output => "output",
+        }
+    }
+}
+
+/// A cpal device and the configuration chosen for it, before the stream is built.
+struct CpalPlan {
+    device: cpal::Device,
+    chosen: Chosen,
+    frames: u32,
+    config: StreamConfig,
+}
+
+/// Finds the device, lists what it supports in `dir` and picks a configuration.
+fn plan_cpal(
+    id: &str,
     dev_id: &DeviceId,
-    counters: Arc<Counters>,
-) -> Result<OpenedInput, AudioError> {
-    let id = &cfg.input;
+    dir: Direction,
+    want_rate: Option<u32>,
+    want_channels: Option<u16>,
+    period: Duration,
+) -> Result<CpalPlan, AudioError> {
     let device = find_device(id, dev_id)?;
-    let ranges: Vec<ConfigRange> = device
-        .supported_input_configs()
-        .map_err(|source| AudioError::OpenFailed {
-            id: id.clone(),
-            direction: "input",
-            source,
+    let open_failed = |source| AudioError::OpenFailed {
+        id: id.to_owned(),
+        direction: dir.name(),
+        source,
+        available: device_ids(),
+    };
+    let ranges: Vec<ConfigRange> = match dir {
+        Direction::Input => device
+            .supported_input_configs()
+            .map_err(open_failed)?
+            .map(|r| ConfigRange::from(&r))
+            .collect(),
+        Direction::Output => device
+            .supported_output_configs()
+            .map_err(open_failed)?
+            .map(|r| ConfigRange::from(&r))
+            .collect(),
+    };
+    let chosen = choose_from(&ranges, dir == Direction::Input, want_rate, want_channels)
+        .ok_or_else(|| AudioError::NoUsableConfig {
+            id: id.to_owned(),
+            direction: dir.name(),
+            wanted: format!("rate {want_rate:?}, channels {want_channels:?}"),
+            supported: describe_ranges(&ranges),
             available: device_ids(),
-        })?
-        .map(|r| ConfigRange::from(&r))
-        .collect();
-    let chosen =
-        choose_from(&ranges, true, cfg.input_rate, cfg.input_channels).ok_or_else(|| {
-            AudioError::NoUsableConfig {
-                id: id.clone(),
-                direction: "input",
-                wanted: format!(
-                    "rate {:?}, channels {:?}",
-                    cfg.input_rate, cfg.input_channels
-                ),
-                supported: describe_ranges(&ranges),
-                available: device_ids(),
-            }
         })?;
-    let frames = period_frames(chosen.rate, cfg.period);
+    let frames = period_frames(chosen.rate, period);
     let config = StreamConfig {
         channels: chosen.channels,
         sample_rate: chosen.rate,
         buffer_size: BufferSize::Fixed(frames),
     };
-    let (producer, consumer) = input_ring(chosen.rate, chosen.channels);
-    let cb = InputCallback::new(producer, chosen.channels, counters.clone());
-    let err_fn = stream_error_handler(counters, "input", |c| &c.input_overruns);
-    let stream = match chosen.format {
-        SampleFormatKind::I16 => build_input::<i16>(&device, config, cb, err_fn),
-        SampleFormatKind::F32 => build_input::<f32>(&device, config, cb, err_fn),
-        SampleFormatKind::I32 => build_input::<i32>(&device, config, cb, err_fn),
-        SampleFormatKind::U16 => build_input::<u16>(&device, config, cb, err_fn),
-    }
-    .map_err(|source| AudioError::OpenFailed {
-        id: id.clone(),
-        direction: "input",
+    Ok(CpalPlan {
+        device,
+        chosen,
+        frames,
+        config,
+    })
+}
+
+/// The stream as built (or why not), logged and described.
+fn finish_cpal(
+    id: &str,
+    dir: Direction,
+    plan: &CpalPlan,
+    built: Result<cpal::Stream, cpal::Error>,
+) -> Result<(Backend, StreamInfo), AudioError> {
+    let stream = built.map_err(|source| AudioError::OpenFailed {
+        id: id.to_owned(),
+        direction: dir.name(),
         source,
         available: device_ids(),
     })?;
+    let c = plan.chosen;
     let granted = stream.buffer_size().unwrap_or(0);
-    tracing::info!(device = %id, rate = chosen.rate, channels = chosen.channels, format = chosen.format.name(),
-        requested_period_frames = frames, granted_period_frames = granted, "input device open");
-    Ok(OpenedInput {
-        backend: Backend::Cpal(stream),
-        consumer,
-        info: StreamInfo {
-            device: id.clone(),
-            rate: chosen.rate,
-            channels: chosen.channels,
-            sample_format: chosen.format.name().to_owned(),
-            requested_period_frames: frames,
+    tracing::info!(device = %id, direction = dir.name(), rate = c.rate, channels = c.channels,
+        format = c.format.name(), requested_period_frames = plan.frames,
+        granted_period_frames = granted, "device open");
+    Ok((
+        Backend::Cpal(stream),
+        StreamInfo {
+            device: id.to_owned(),
+            rate: c.rate,
+            channels: c.channels,
+            sample_format: c.format.name().to_owned(),
+            requested_period_frames: plan.frames,
             granted_period_frames: granted,
         },
+    ))
+}
+
+fn open_cpal_input(
+    cfg: &AudioConfig,
+    dev_id: &DeviceId,
+    counters: Arc<Counters>,
+) -> Result<OpenedInput, AudioError> {
+    let dir = Direction::Input;
+    let plan = plan_cpal(
+        &cfg.input,
+        dev_id,
+        dir,
+        cfg.input_rate,
+        cfg.input_channels,
+        cfg.period,
+    )?;
+    let (producer, consumer) = input_ring(plan.chosen.rate, plan.chosen.channels);
+    let cb = InputCallback::new(producer, plan.chosen.channels, counters.clone());
+    let err_fn = stream_error_handler(counters, dir, |c| &c.input_overruns, |c| &c.input_lost);
+    let (d, config) = (&plan.device, plan.config);
+    let built = match plan.chosen.format {
+        SampleFormatKind::I16 => build_input::<i16>(d, config, cb, err_fn),
+        SampleFormatKind::F32 => build_input::<f32>(d, config, cb, err_fn),
+        SampleFormatKind::I32 => build_input::<i32>(d, config, cb, err_fn),
+        SampleFormatKind::U16 => build_input::<u16>(d, config, cb, err_fn),
+    };
+    let (backend, info) = finish_cpal(&cfg.input, dir, &plan, built)?;
+    Ok(OpenedInput {
+        backend,
+        consumer,
+        info,
     })
 }
 
@@ -542,18 +620,25 @@ pub(crate) fn output_ring(
     rtrb::RingBuffer::new(frames * usize::from(channels.max(1)))
 }
 
+/// Opens the output device. The callback scales by `master_gain`, which outlives a reopened
+/// stream (the playback handle sets it). `channels` pins the channel count (a reopen must
+/// match the mixer; `None` lets the device choose).
 pub(crate) fn open_output(
     cfg: &AudioConfig,
     counters: Arc<Counters>,
     shutdown: Arc<AtomicBool>,
+    master_gain: Arc<AtomicU32>,
+    channels: Option<u16>,
 ) -> Result<OpenedOutput, AudioError> {
     match parse_spec(&cfg.output)? {
         DeviceSpec::None => Err(AudioError::InvalidDeviceId {
             id: cfg.output.clone(),
             reason: "output cannot be \"none\"; use \"wav:/dev/null\" to discard audio".into(),
         }),
-        DeviceSpec::Wav(path) => wavdev::open_wav_output(cfg, &path, counters, shutdown),
-        DeviceSpec::Cpal(dev_id) => open_cpal_output(cfg, &dev_id, counters),
+        DeviceSpec::Wav(path) => {
+            wavdev::open_wav_output(cfg, &path, counters, shutdown, master_gain)
+        }
+        DeviceSpec::Cpal(dev_id) => open_cpal_output(cfg, &dev_id, counters, master_gain, channels),
     }
 }
 
@@ -561,97 +646,72 @@ fn open_cpal_output(
     cfg: &AudioConfig,
     dev_id: &DeviceId,
     counters: Arc<Counters>,
+    master_gain: Arc<AtomicU32>,
+    channels: Option<u16>,
 ) -> Result<OpenedOutput, AudioError> {
-    let id = &cfg.output;
-    let device = find_device(id, dev_id)?;
-    let ranges: Vec<ConfigRange> = device
-        .supported_output_configs()
-        .map_err(|source| AudioError::OpenFailed {
-            id: id.clone(),
-            direction: "output",
-            source,
-            available: device_ids(),
-        })?
-        .map(|r| ConfigRange::from(&r))
-        .collect();
-    let chosen = choose_from(&ranges, false, cfg.output_rate, None).ok_or_else(|| {
-        AudioError::NoUsableConfig {
-            id: id.clone(),
-            direction: "output",
-            wanted: format!("rate {:?}", cfg.output_rate),
-            supported: describe_ranges(&ranges),
-            available: device_ids(),
-        }
-    })?;
-    let frames = period_frames(chosen.rate, cfg.period);
-    let config = StreamConfig {
-        channels: chosen.channels,
-        sample_rate: chosen.rate,
-        buffer_size: BufferSize::Fixed(frames),
-    };
-    let (producer, consumer) = output_ring(frames, chosen.channels);
-    let master_gain = Arc::new(AtomicU32::new(1.0f32.to_bits()));
+    let dir = Direction::Output;
+    let plan = plan_cpal(
+        &cfg.output,
+        dev_id,
+        dir,
+        cfg.output_rate,
+        channels,
+        cfg.period,
+    )?;
+    let (producer, consumer) = output_ring(plan.frames, plan.chosen.channels);
     let cb = OutputCallback::new(
         consumer,
-        chosen.channels,
-        chosen.rate,
-        master_gain.clone(),
+        plan.chosen.channels,
+        plan.chosen.rate,
+        master_gain,
         counters.clone(),
     );
-    let err_fn = stream_error_handler(counters, "output", |c| &c.output_underruns);
-    let stream = match chosen.format {
-        SampleFormatKind::I16 => build_output::<i16>(&device, config, cb, err_fn),
-        SampleFormatKind::F32 => build_output::<f32>(&device, config, cb, err_fn),
-        SampleFormatKind::I32 => build_output::<i32>(&device, config, cb, err_fn),
-        SampleFormatKind::U16 => build_output::<u16>(&device, config, cb, err_fn),
-    }
-    .map_err(|source| AudioError::OpenFailed {
-        id: id.clone(),
-        direction: "output",
-        source,
-        available: device_ids(),
-    })?;
-    let granted = stream.buffer_size().unwrap_or(0);
-    tracing::info!(device = %id, rate = chosen.rate, channels = chosen.channels, format = chosen.format.name(),
-        requested_period_frames = frames, granted_period_frames = granted, "output device open");
+    let err_fn = stream_error_handler(counters, dir, |c| &c.output_underruns, |c| &c.output_lost);
+    let (d, config) = (&plan.device, plan.config);
+    let built = match plan.chosen.format {
+        SampleFormatKind::I16 => build_output::<i16>(d, config, cb, err_fn),
+        SampleFormatKind::F32 => build_output::<f32>(d, config, cb, err_fn),
+        SampleFormatKind::I32 => build_output::<i32>(d, config, cb, err_fn),
+        SampleFormatKind::U16 => build_output::<u16>(d, config, cb, err_fn),
+    };
+    let (backend, info) = finish_cpal(&cfg.output, dir, &plan, built)?;
     Ok(OpenedOutput {
-        backend: Backend::Cpal(stream),
+        backend,
         producer,
-        master_gain,
-        info: StreamInfo {
-            device: id.clone(),
-            rate: chosen.rate,
-            channels: chosen.channels,
-            sample_format: chosen.format.name().to_owned(),
-            requested_period_frames: frames,
-            granted_period_frames: granted,
-        },
+        info,
     })
 }
 
-/// The error callback of a cpal stream: xruns bump the direction's counter, anything else is
-/// counted and logged (this runs on cpal's stream thread, not in the audio callback).
+/// The error callback of a cpal stream (it runs on cpal's stream thread, not in the audio
+/// callback): xruns bump the direction's counter; an error that ends the stream (unplugged,
+/// server gone) raises the direction's `lost` flag for the thread that owns the stream, which
+/// logs it and reopens the device; anything else is counted and logged.
 fn stream_error_handler(
     counters: Arc<Counters>,
-    direction: &'static str,
-    xruns: fn(&Counters) -> &std::sync::atomic::AtomicU64,
+    dir: Direction,
+    xruns: fn(&Counters) -> &AtomicU64,
+    lost: fn(&Counters) -> &AtomicBool,
 ) -> impl FnMut(cpal::Error) + Send + 'static {
-    let mut listed = false;
-    move |e: cpal::Error| {
-        if e.kind() == cpal::ErrorKind::Xrun {
+    move |e: cpal::Error| match e.kind() {
+        cpal::ErrorKind::Xrun => {
             xruns(&counters).fetch_add(1, Ordering::Relaxed);
-        } else if e.kind() == cpal::ErrorKind::DeviceNotAvailable && !listed {
-            // Unplugged (or its server went away): say once what is still there, so the log
-            // tells whether it is gone or renamed.
-            listed = true;
+        }
+        cpal::ErrorKind::DeviceNotAvailable
+        | cpal::ErrorKind::HostUnavailable
+        | cpal::ErrorKind::StreamInvalidated => {
             counters.stream_errors.fetch_add(1, Ordering::Relaxed);
-            let available = device_ids();
-            tracing::error!(error = %e, direction, devices_that_exist = %list_ids(&available), "audio device lost");
-        } else {
+            lost(&counters).store(true, Ordering::Release);
+        }
+        _ => {
             counters.stream_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, direction, "stream error");
+            tracing::warn!(error = %e, direction = dir.name(), "stream error");
         }
     }
+}
+
+/// Every device id that exists now, for the "device lost" log line.
+pub(crate) fn existing_devices() -> String {
+    list_ids(&device_ids())
 }
 
 #[cfg(test)]
@@ -709,7 +769,13 @@ mod tests {
             output: "alsa:no_such_pcm_xyz".into(),
             ..AudioConfig::default()
         };
-        let err = match open_output(&cfg, Counters::new(), Arc::new(AtomicBool::new(false))) {
+        let err = match open_output(
+            &cfg,
+            Counters::new(),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU32::new(0)),
+            None,
+        ) {
             Err(e) => e,
             Ok(_) => panic!("opened a device that does not exist"),
         };

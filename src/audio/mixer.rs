@@ -21,8 +21,9 @@ use cpal::{FromSample, Sample};
 use tokio::sync::mpsc;
 
 use super::decode::SourceShared;
-use super::devices::Backend;
-use super::{Channel, Counters, LossReporter, PlaybackUpdate, SourceId};
+use super::devices::{self, Backend, OpenedOutput};
+use super::recovery::{Health, Verdict};
+use super::{AudioConfig, Channel, Counters, LossReporter, PlaybackUpdate, SharedInfo, SourceId};
 
 /// Gain ramps (master, channel) take this long from one value to another.
 pub const GAIN_RAMP: Duration = Duration::from_millis(5);
@@ -241,6 +242,21 @@ pub(crate) struct OutputDevice {
     pub(crate) paused: bool,
     /// The device said it cannot pause: it keeps running (the callback plays silence).
     pub(crate) cannot_pause: bool,
+    /// Whether the device is there; while it is lost `backend` is the void stand-in.
+    health: Health,
+    /// How to open it again after a loss.
+    reopen: OutputReopen,
+    /// Tells the input's owner that this device was lost (see `Counters::input_suspect`).
+    tell_input: Option<Box<dyn Fn() + Send>>,
+}
+
+/// What reopening the output device takes: the config (rate pinned to the mixer's), the
+/// master gain the playback handle sets, and the stream info the engine reports.
+pub(crate) struct OutputReopen {
+    pub(crate) cfg: AudioConfig,
+    pub(crate) shutdown: Arc<AtomicBool>,
+    pub(crate) master_gain: Arc<AtomicU32>,
+    pub(crate) info: SharedInfo,
 }
 
 fn send_update(tx: &mpsc::Sender<PlaybackUpdate>, update: PlaybackUpdate) {
@@ -312,14 +328,179 @@ impl Mixer {
         backend: Backend,
         id: String,
         pause_after: Option<Duration>,
+        mut reopen: OutputReopen,
     ) {
+        // A reopened device must take what the mixer, the decoders and the sources' rings were
+        // set up for.
+        reopen.cfg.output_rate = Some(self.rate);
+        let count = self.counters.output_callbacks.load(Ordering::Relaxed);
         self.output = Some(OutputDevice {
             backend,
             id,
             pause_after,
             paused: false,
             cannot_pause: false,
+            health: Health::healthy(count, Instant::now()),
+            reopen,
+            tell_input: None,
         });
+    }
+
+    /// What to call when the output is lost: the input may be on the same (dead) server.
+    pub(crate) fn on_device_lost(&mut self, tell: Box<dyn Fn() + Send>) {
+        if let Some(o) = self.output.as_mut() {
+            o.tell_input = Some(tell);
+        }
+    }
+
+    /// Declares the output lost when its stream said so or stopped calling back while it should
+    /// run, and retries a lost one when due. Checked on the mixer's own wakeups: a healthy idle
+    /// mixer adds none.
+    fn check_output(&mut self, now: Instant) {
+        let Some(o) = self.output.as_mut() else {
+            return;
+        };
+        if o.health.is_lost() {
+            if o.health.retry_due(now) {
+                self.reopen_output(now);
+            }
+            return;
+        }
+        if !o.backend.is_cpal() {
+            return;
+        }
+        let c = &self.counters;
+        let verdict = o.health.verdict(
+            c.output_callbacks.load(Ordering::Relaxed),
+            now,
+            !o.paused,
+            c.output_lost.swap(false, Ordering::AcqRel),
+            c.output_suspect.swap(false, Ordering::AcqRel),
+        );
+        match verdict {
+            Verdict::Fine => {}
+            Verdict::Lost(why) => self.lose_output(now, Some(why)),
+            Verdict::Reopen => {
+                tracing::info!(device = %o.id, "the input was lost: reopening the paused output too");
+                self.lose_output(now, None);
+            }
+        }
+    }
+
+    /// Swaps the dead stream for the void stand-in, which keeps the mixer's clock running.
+    /// `why` is None when the stream is only suspect (the input was lost, see
+    /// `Counters::output_suspect`): then it is neither logged nor counted as a loss.
+    fn lose_output(&mut self, now: Instant, why: Option<&'static str>) {
+        let Some(o) = self.output.as_mut() else {
+            return;
+        };
+        let info = o
+            .reopen
+            .info
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(why) = why {
+            tracing::error!(device = %o.id, direction = "output", why,
+                devices_that_exist = %devices::existing_devices(), "audio device lost");
+            self.counters.device_losses.fetch_add(1, Ordering::Relaxed);
+            if let Some(tell) = o.tell_input.as_ref() {
+                tell();
+            }
+        }
+        o.health.lose(now);
+        let Some(info) = info else {
+            return;
+        };
+        let period = o.reopen.cfg.period;
+        match super::wavdev::open_void_output(
+            &info,
+            period,
+            self.counters.clone(),
+            o.reopen.shutdown.clone(),
+            o.reopen.master_gain.clone(),
+        ) {
+            Ok(void) => self.swap_output(void),
+            Err(e) => {
+                // The clock then stands still until the device is back: sources wait. The dead
+                // stream still goes now (see `swap_output`).
+                tracing::error!(error = %e, "cannot stand in for the lost output device");
+                if let Some(o) = self.output.as_mut() {
+                    std::mem::replace(&mut o.backend, Backend::Closed).close();
+                }
+            }
+        }
+    }
+
+    /// Tries the configured device again; on success it replaces the void stand-in.
+    fn reopen_output(&mut self, now: Instant) {
+        let Some(o) = self.output.as_mut() else {
+            return;
+        };
+        let channels = self.channels as u16;
+        let opened = devices::open_output(
+            &o.reopen.cfg,
+            self.counters.clone(),
+            o.reopen.shutdown.clone(),
+            o.reopen.master_gain.clone(),
+            Some(channels),
+        )
+        .and_then(|new| {
+            new.backend.play(&o.id)?;
+            Ok(new)
+        });
+        match opened {
+            Ok(new) => {
+                let lost_for = match o.health {
+                    Health::Lost { since, .. } => now.saturating_duration_since(since),
+                    Health::Healthy { .. } => Duration::ZERO,
+                };
+                tracing::info!(device = %o.id, stream = ?new.info, ?lost_for, "audio device back");
+                *o.reopen.info.lock().unwrap_or_else(|e| e.into_inner()) = Some(new.info.clone());
+                self.counters.output_lost.store(false, Ordering::Release);
+                self.counters.output_suspect.store(false, Ordering::Release);
+                self.counters.device_reopens.fetch_add(1, Ordering::Relaxed);
+                self.swap_output(new);
+                if let Some(o) = self.output.as_mut() {
+                    let count = self.counters.output_callbacks.load(Ordering::Relaxed);
+                    o.health = Health::healthy(count, now);
+                }
+            }
+            Err(e) => {
+                o.health.retry_failed(now);
+                tracing::debug!(device = %o.id, error = %e, retry_in = ?o.health.retry_in(now),
+                    "audio device still lost");
+            }
+        }
+    }
+
+    /// Puts `new` in place of the current output stream. What the old one had not played yet
+    /// is dropped with its ring and counted as played, so the updates due for it still come.
+    fn swap_output(&mut self, new: OpenedOutput) {
+        let Some(o) = self.output.as_mut() else {
+            new.backend.close();
+            return;
+        };
+        let old = std::mem::replace(&mut o.backend, new.backend);
+        // Closed first: its callback no longer moves the clock while we square it. A dead
+        // stream must go before its server is back: closing it after a new stream reached the
+        // new server crashed libjack (SIGSEGV, seen with the test rig).
+        old.close();
+        o.paused = false;
+        o.cannot_pause = false;
+        self.producer = new.producer;
+        let consumed = self.counters.output_frames_consumed.load(Ordering::Relaxed);
+        if self.written > consumed {
+            self.counters
+                .output_frames_consumed
+                .fetch_add(self.written - consumed, Ordering::Relaxed);
+        }
+        self.seen_underruns = self.counters.output_underruns.load(Ordering::Relaxed);
+    }
+
+    /// How long until the lost output's next reopen attempt (`None` while it is healthy).
+    fn retry_in(&self, now: Instant) -> Option<Duration> {
+        self.output.as_ref().and_then(|o| o.health.retry_in(now))
     }
 
     /// Below this fill the device could find the ring short at its next callback: a playing
@@ -376,15 +557,25 @@ impl Mixer {
                 Ok(()) => {}
                 Err(()) => break,
             }
+            self.check_output(Instant::now());
             self.step_once();
             underruns.check(self.counters.output_underrun_frames.load(Ordering::Relaxed));
             stutters.check(self.counters.stutters.load(Ordering::Relaxed));
-            match self.idle_wait() {
+            let wait = match self.idle_wait() {
                 // Playing, or updates still due: follow the device clock.
-                None if self.start_pending() => std::thread::park_timeout(fine_tick),
-                None => std::thread::park_timeout(tick),
-                Some(None) => std::thread::park(),
-                Some(Some(d)) => std::thread::park_timeout(d),
+                None if self.start_pending() => Some(fine_tick),
+                None => Some(tick),
+                Some(None) => None,
+                Some(Some(d)) => Some(d),
+            };
+            // A lost device is retried on time, also while idle (only while it is lost).
+            let wait = match (wait, self.retry_in(Instant::now())) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match wait {
+                Some(d) => std::thread::park_timeout(d),
+                None => std::thread::park(),
             }
         }
         if let Some(out) = self.output.take() {
@@ -523,12 +714,16 @@ impl Mixer {
             match o.backend.play(&o.id) {
                 Ok(()) => {
                     o.paused = false;
+                    let count = self.counters.output_callbacks.load(Ordering::Relaxed);
+                    o.health.restart_watch(count, Instant::now());
                     tracing::debug!(device = %o.id, took_us = t.elapsed().as_micros() as u64, "output device resumed");
                 }
                 Err(e) => {
-                    // Mixing goes on: the updates follow the device clock, which then stands
-                    // still, so the sources' owners see no progress rather than a false Finished.
+                    // Treated as lost at the next check: the void stand-in keeps the clock
+                    // while the device is reopened.
                     tracing::warn!(device = %o.id, error = %e, "cannot resume the output device");
+                    o.paused = false;
+                    self.counters.output_lost.store(true, Ordering::Release);
                 }
             }
         }

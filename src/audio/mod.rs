@@ -22,11 +22,12 @@ pub mod devices;
 pub mod earcons;
 pub mod mixer;
 pub mod playback;
+mod recovery;
 pub mod resample;
 mod wavdev;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -301,7 +302,14 @@ pub struct AudioStats {
     pub stutter_frames: u64,
     /// Device stream errors other than xruns (e.g. a USB device unplugged), each also logged.
     pub stream_errors: u64,
+    /// Times a device was lost (stream error, or callbacks stopped while it should run).
+    pub device_losses: u64,
+    /// Times a lost device was opened again.
+    pub device_reopens: u64,
 }
+
+/// The stream info a device's owner updates when it reopens the device, read by `stats`.
+pub(crate) type SharedInfo = Arc<Mutex<Option<StreamInfo>>>;
 
 /// One open stream as granted by the device.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -334,6 +342,17 @@ pub struct Counters {
     pub(crate) stutters: AtomicU64,
     pub(crate) stutter_frames: AtomicU64,
     pub(crate) stream_errors: AtomicU64,
+    pub(crate) device_losses: AtomicU64,
+    pub(crate) device_reopens: AtomicU64,
+    /// Raised by a stream's error callback when the device is gone, for the thread that owns
+    /// the stream (the mixer, the capture thread): callbacks only signal, owners act and log.
+    pub(crate) output_lost: AtomicBool,
+    pub(crate) input_lost: AtomicBool,
+    /// Raised by the other direction's owner when it lost its device: a paused stream on the
+    /// same server cannot tell it is dead, and closing it only after the server is back (and
+    /// a new stream opened) can crash libjack. Its owner closes a paused stream and reopens it.
+    pub(crate) output_suspect: AtomicBool,
+    pub(crate) input_suspect: AtomicBool,
     /// Set by the mixer when it has nothing to play: a short output ring is then not an underrun.
     pub(crate) output_idle: AtomicBool,
 }
@@ -399,8 +418,8 @@ pub struct AudioEngine {
     counters: Arc<Counters>,
     capture: CaptureHandle,
     playback: PlaybackHandle,
-    input_info: Option<StreamInfo>,
-    output_info: Option<StreamInfo>,
+    input_info: SharedInfo,
+    output_info: SharedInfo,
     shutdown: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -419,9 +438,16 @@ impl AudioEngine {
         let capture_shared = capture::CaptureShared::new(counters.clone());
         // Open both devices before any thread starts, so an error leaves nothing running.
         let input = devices::open_input(cfg, counters.clone(), shutdown.clone())?;
-        let opened = devices::open_output(cfg, counters.clone(), shutdown.clone())?;
-        let output_info = opened.info.clone();
-        let input_info = input.as_ref().map(|i| i.info.clone());
+        let master_gain = Arc::new(AtomicU32::new(volume_gain(100).to_bits()));
+        let opened = devices::open_output(
+            cfg,
+            counters.clone(),
+            shutdown.clone(),
+            master_gain.clone(),
+            None,
+        )?;
+        let output_info: SharedInfo = Arc::new(Mutex::new(Some(opened.info.clone())));
+        let input_info: SharedInfo = Arc::new(Mutex::new(input.as_ref().map(|i| i.info.clone())));
         let worker = match input {
             Some(opened_in) => Some(
                 capture::CaptureWorker::new(
@@ -443,15 +469,19 @@ impl AudioEngine {
                 })?
                 .with_device(
                     opened_in.backend,
-                    cfg.input.clone(),
                     cfg.keep_mic_open,
+                    capture::InputReopen {
+                        cfg: cfg.clone(),
+                        shutdown: shutdown.clone(),
+                        info: input_info.clone(),
+                    },
                 ),
             ),
             None => None,
         };
         let (playback, mut mixer) = playback::PlaybackHandle::new(
             opened.producer,
-            opened.master_gain,
+            master_gain.clone(),
             opened.info.rate,
             opened.info.channels,
             cfg.period,
@@ -462,7 +492,30 @@ impl AudioEngine {
         // Started here so a device that cannot run is an error of `start`; the worker threads
         // own the streams from now on (they pause them while idle and close them at the end).
         opened.backend.play(&cfg.output)?;
-        mixer.set_output(opened.backend, cfg.output.clone(), cfg.output_idle_pause);
+        mixer.set_output(
+            opened.backend,
+            cfg.output.clone(),
+            cfg.output_idle_pause,
+            mixer::OutputReopen {
+                cfg: cfg.clone(),
+                shutdown: shutdown.clone(),
+                master_gain,
+                info: output_info.clone(),
+            },
+        );
+        let mut worker = worker;
+        if let Some(w) = worker.as_mut() {
+            let (c, waker) = (counters.clone(), mixer.waker());
+            w.on_device_lost(Box::new(move || {
+                c.output_suspect.store(true, Ordering::Release);
+                waker.wake();
+            }));
+            let (c, shared) = (counters.clone(), capture_shared.clone());
+            mixer.on_device_lost(Box::new(move || {
+                c.input_suspect.store(true, Ordering::Release);
+                shared.wake();
+            }));
+        }
         if let Some(w) = worker.as_ref() {
             w.play_device()?;
         }
@@ -473,7 +526,7 @@ impl AudioEngine {
             },
             playback,
             input_info,
-            output_info: Some(output_info),
+            output_info,
             shutdown,
             threads,
         };
@@ -499,8 +552,8 @@ impl AudioEngine {
             );
         }
         tracing::info!(
-            input = ?engine.input_info,
-            output = ?engine.output_info,
+            input = ?read_info(&engine.input_info),
+            output = ?read_info(&engine.output_info),
             "audio engine started"
         );
         Ok(engine)
@@ -517,11 +570,11 @@ impl AudioEngine {
     pub fn stats(&self) -> AudioStats {
         let c = &self.counters;
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut input = self.input_info.clone();
+        let mut input = read_info(&self.input_info);
         if let Some(i) = input.as_mut() {
             i.granted_period_frames = c.input_period_frames.load(Ordering::Relaxed);
         }
-        let mut output = self.output_info.clone();
+        let mut output = read_info(&self.output_info);
         if let Some(o) = output.as_mut() {
             o.granted_period_frames = c.output_period_frames.load(Ordering::Relaxed);
         }
@@ -541,8 +594,14 @@ impl AudioEngine {
             stutters: ld(&c.stutters),
             stutter_frames: ld(&c.stutter_frames),
             stream_errors: ld(&c.stream_errors),
+            device_losses: ld(&c.device_losses),
+            device_reopens: ld(&c.device_reopens),
         }
     }
+}
+
+fn read_info(info: &SharedInfo) -> Option<StreamInfo> {
+    info.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 impl Drop for AudioEngine {

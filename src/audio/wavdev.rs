@@ -160,11 +160,44 @@ pub(crate) fn open_wav_input(
     })
 }
 
+/// An output device played by one of our threads: a ring and the output callback as for a cpal
+/// stream, handed to `run` with the thread's stop and pause flags.
+fn thread_output(
+    name: &'static str,
+    rate: u32,
+    channels: u16,
+    period: Duration,
+    counters: Arc<Counters>,
+    master_gain: Arc<AtomicU32>,
+    run: impl FnOnce(OutputCallback, &AtomicBool, &AtomicBool) + Send + 'static,
+) -> Result<(Backend, rtrb::Producer<f32>), AudioError> {
+    let frames = period_frames(rate, period);
+    let (producer, consumer) = output_ring(frames, channels);
+    let cb = OutputCallback::new(consumer, channels, rate, master_gain, counters);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let paused = Arc::new(AtomicBool::new(false));
+    let paused2 = paused.clone();
+    let handle = std::thread::Builder::new()
+        .name(format!("avsd-{name}"))
+        .spawn(move || run(cb, &stop2, &paused2))
+        .map_err(|source| AudioError::Thread { name, source })?;
+    Ok((
+        Backend::Thread {
+            handle,
+            stop,
+            paused,
+        },
+        producer,
+    ))
+}
+
 pub(crate) fn open_wav_output(
     cfg: &AudioConfig,
     path: &Path,
     counters: Arc<Counters>,
     shutdown: Arc<AtomicBool>,
+    master_gain: Arc<AtomicU32>,
 ) -> Result<OpenedOutput, AudioError> {
     let rate = cfg.output_rate.unwrap_or(WAV_OUTPUT_DEFAULT_RATE);
     let channels = WAV_OUTPUT_CHANNELS;
@@ -180,40 +213,30 @@ pub(crate) fn open_wav_output(
     };
     let writer = hound::WavWriter::create(path, spec).map_err(wav_err)?;
     let frames = period_frames(rate, cfg.period);
-    let (producer, consumer) = output_ring(frames, channels);
-    let master_gain = Arc::new(AtomicU32::new(1.0f32.to_bits()));
-    let mut cb = OutputCallback::new(consumer, channels, rate, master_gain.clone(), counters);
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let paused = Arc::new(AtomicBool::new(false));
-    let paused2 = paused.clone();
     let period = cfg.period;
     let path_s = path.display().to_string();
-    let handle = std::thread::Builder::new()
-        .name("avsd-wav-out".into())
-        .spawn(move || {
-            let mut buf = vec![0i16; frames as usize * usize::from(channels)];
-            let mut ticks = 0u32;
-            let failed = std::cell::Cell::new(false);
-            let writer = std::cell::RefCell::new(writer);
-            paced(
-                period,
-                &stop2,
-                &paused2,
-                true,
-                |gap| {
-                    // Silence for the paused time keeps the file on the wall clock.
-                    let samples = (gap.as_secs_f64() * f64::from(rate)) as u64
-                        * u64::from(channels);
-                    let mut w = writer.borrow_mut();
-                    for _ in 0..samples {
-                        if w.write_sample(0i16).is_err() {
-                            failed.set(true);
-                            break;
-                        }
+    let run = move |mut cb: OutputCallback, stop: &AtomicBool, paused: &AtomicBool| {
+        let mut buf = vec![0i16; frames as usize * usize::from(channels)];
+        let mut ticks = 0u32;
+        let failed = std::cell::Cell::new(false);
+        let writer = std::cell::RefCell::new(writer);
+        paced(
+            period,
+            stop,
+            paused,
+            true,
+            |gap| {
+                // Silence for the paused time keeps the file on the wall clock.
+                let samples = (gap.as_secs_f64() * f64::from(rate)) as u64 * u64::from(channels);
+                let mut w = writer.borrow_mut();
+                for _ in 0..samples {
+                    if w.write_sample(0i16).is_err() {
+                        failed.set(true);
+                        break;
                     }
-                },
-                || {
+                }
+            },
+            || {
                 if failed.get() {
                     return false;
                 }
@@ -236,31 +259,84 @@ pub(crate) fn open_wav_output(
                     return false;
                 }
                 true
-            });
-            if !failed.get()
-                && let Err(e) = writer.into_inner().finalize()
-            {
-                tracing::error!(path = %path_s, error = %e, "cannot finalize the WAV output");
-            }
-        })
-        .map_err(|source| AudioError::Thread {
-            name: "wav-out",
-            source,
-        })?;
+            },
+        );
+        if !failed.get()
+            && let Err(e) = writer.into_inner().finalize()
+        {
+            tracing::error!(path = %path_s, error = %e, "cannot finalize the WAV output");
+        }
+    };
+    let (backend, producer) = thread_output(
+        "wav-out",
+        rate,
+        channels,
+        period,
+        counters,
+        master_gain,
+        run,
+    )?;
     tracing::info!(path = %path.display(), rate, channels, "WAV file open as the speaker");
     Ok(OpenedOutput {
-        backend: Backend::Thread {
-            handle,
-            stop,
-            paused,
-        },
+        backend,
         producer,
-        master_gain,
         info: StreamInfo {
             device: cfg.output.clone(),
             rate,
             channels,
             sample_format: "i16".into(),
+            requested_period_frames: frames,
+            granted_period_frames: frames,
+        },
+    })
+}
+
+/// Stands in for a lost output device: the output callback body run by a thread paced in real
+/// time, its samples thrown away. The mixer keeps its clock, so sources play to their end
+/// (unheard) and their owners get Progress and Finished on time while the device is reopened.
+pub(crate) fn open_void_output(
+    info: &StreamInfo,
+    period: Duration,
+    counters: Arc<Counters>,
+    shutdown: Arc<AtomicBool>,
+    master_gain: Arc<AtomicU32>,
+) -> Result<OpenedOutput, AudioError> {
+    let (rate, channels) = (info.rate, info.channels);
+    let frames = period_frames(rate, period);
+    let run = move |mut cb: OutputCallback, stop: &AtomicBool, paused: &AtomicBool| {
+        let mut buf = vec![0f32; frames as usize * usize::from(channels.max(1))];
+        paced(
+            period,
+            stop,
+            paused,
+            true,
+            |_| {},
+            || {
+                if shutdown.load(Ordering::Relaxed) {
+                    return false;
+                }
+                cb.process(&mut buf);
+                true
+            },
+        );
+    };
+    let (backend, producer) = thread_output(
+        "void-out",
+        rate,
+        channels,
+        period,
+        counters,
+        master_gain,
+        run,
+    )?;
+    Ok(OpenedOutput {
+        backend,
+        producer,
+        info: StreamInfo {
+            device: info.device.clone(),
+            rate,
+            channels,
+            sample_format: "none".into(),
             requested_period_frames: frames,
             granted_period_frames: frames,
         },

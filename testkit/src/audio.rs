@@ -29,6 +29,11 @@ use anyhow::{Context, bail};
 const ENV_DIR: &str = "AVS_AUDIO_RIG_DIR";
 const ENV_TEST: &str = "AVS_AUDIO_RIG_TEST";
 const ENV_RATE: &str = "AVS_AUDIO_RIG_RATE";
+const ENV_PERIOD: &str = "AVS_AUDIO_RIG_PERIOD";
+/// PID of the jackd the parent started, so the body can take the server away mid-test.
+const ENV_JACKD_PID: &str = "AVS_AUDIO_RIG_JACKD_PID";
+/// In the rig's dir: the PID of a jackd the test body restarted.
+const RESTARTED_PID_FILE: &str = "jackd-restarted.pid";
 /// Set to keep the rig's temp dir (config, recordings, jackd log) after the test.
 const ENV_KEEP: &str = "AVS_KEEP_AUDIO_RIG";
 
@@ -48,6 +53,7 @@ pub struct VirtualAudio {
     dir: PathBuf,
     server: String,
     rate: u32,
+    period_frames: u32,
     jackd: Child,
     keep: bool,
 }
@@ -74,12 +80,13 @@ impl VirtualAudio {
             let this_slot = slot;
             slot += 1;
             let server = format!("avsrig{this_slot}");
-            match Self::spawn_jackd(&dir, &server, rate, period_frames) {
+            match spawn_jackd(&dir.join("jackd.log"), &server, rate, period_frames) {
                 Ok(jackd) => {
                     let mut va = VirtualAudio {
                         dir: dir.clone(),
                         server,
                         rate,
+                        period_frames,
                         jackd,
                         keep: std::env::var_os(ENV_KEEP).is_some(),
                     };
@@ -112,63 +119,8 @@ impl VirtualAudio {
         Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no JACK server name free")))
     }
 
-    fn spawn_jackd(
-        dir: &Path,
-        server: &str,
-        rate: u32,
-        period_frames: u32,
-    ) -> anyhow::Result<Child> {
-        let log = fs::File::create(dir.join("jackd.log"))?;
-        let log2 = log.try_clone()?;
-        Command::new("jackd")
-            .args([
-                "--no-realtime",
-                "-n",
-                server,
-                "-d",
-                "dummy",
-                "-r",
-                &rate.to_string(),
-                "-p",
-            ])
-            .arg(period_frames.to_string())
-            .args(["-C", "2", "-P", "2"])
-            .env("JACK_NO_AUDIO_RESERVATION", "1")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .context("starting jackd (is jackd2 installed?)")
-    }
-
     fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Some(status) = self.jackd.try_wait()? {
-                let log = fs::read_to_string(self.dir.join("jackd.log")).unwrap_or_default();
-                bail!("jackd exited with {status}: {log}");
-            }
-            let ok = Command::new("jack_lsp")
-                .env("JACK_DEFAULT_SERVER", &self.server)
-                .env("JACK_NO_START_SERVER", "1")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            // jack_lsp may have reached another rig's server of the same name while ours was
-            // still finding out that the name is taken: ours must still be alive.
-            if ok {
-                std::thread::sleep(Duration::from_millis(100));
-                if let Some(status) = self.jackd.try_wait()? {
-                    let log = fs::read_to_string(self.dir.join("jackd.log")).unwrap_or_default();
-                    bail!("jackd exited with {status}: {log}");
-                }
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!("jackd did not come up within 15 s")
+        wait_jackd_ready(&mut self.jackd, &self.server, &self.dir.join("jackd.log"))
     }
 
     fn alsa_config(&self) -> String {
@@ -211,6 +163,8 @@ pcm.avs_speaker {{
             ("JACK_NO_START_SERVER".into(), "1".into()),
             (ENV_DIR.into(), self.dir.display().to_string()),
             (ENV_RATE.into(), self.rate.to_string()),
+            (ENV_PERIOD.into(), self.period_frames.to_string()),
+            (ENV_JACKD_PID.into(), self.jackd.id().to_string()),
         ]
     }
 }
@@ -218,10 +172,72 @@ pcm.avs_speaker {{
 impl Drop for VirtualAudio {
     fn drop(&mut self) {
         stop_by_pid(&mut self.jackd);
+        stop_restarted(&self.dir.join(RESTARTED_PID_FILE), &self.server);
         if !self.keep {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// `jackd --no-realtime -d dummy` under `server`, its output in `log`.
+fn spawn_jackd(log: &Path, server: &str, rate: u32, period_frames: u32) -> anyhow::Result<Child> {
+    let log = fs::File::create(log)?;
+    let log2 = log.try_clone()?;
+    Command::new("jackd")
+        .args([
+            "--no-realtime",
+            "-n",
+            server,
+            "-d",
+            "dummy",
+            "-r",
+            &rate.to_string(),
+            "-p",
+        ])
+        .arg(period_frames.to_string())
+        .args(["-C", "2", "-P", "2"])
+        .env("JACK_NO_AUDIO_RESERVATION", "1")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .context("starting jackd (is jackd2 installed?)")
+}
+
+/// Whether a JACK server answers under `server`.
+fn jack_answers(server: &str) -> bool {
+    Command::new("jack_lsp")
+        .env("JACK_DEFAULT_SERVER", server)
+        .env("JACK_NO_START_SERVER", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Waits until `jackd` answers under `server` (and is still ours), or fails with its log.
+fn wait_jackd_ready(jackd: &mut Child, server: &str, log: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Some(status) = jackd.try_wait()? {
+            let log = fs::read_to_string(log).unwrap_or_default();
+            bail!("jackd exited with {status}: {log}");
+        }
+        let ok = jack_answers(server);
+        // jack_lsp may have reached another rig's server of the same name while ours was
+        // still finding out that the name is taken: ours must still be alive.
+        if ok {
+            std::thread::sleep(Duration::from_millis(100));
+            if let Some(status) = jackd.try_wait()? {
+                let log = fs::read_to_string(log).unwrap_or_default();
+                bail!("jackd exited with {status}: {log}");
+            }
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("jackd did not come up within 15 s")
 }
 
 /// JACK's registry lists servers by name and PID; a server killed with SIGKILL stays listed, and
@@ -280,6 +296,19 @@ fn stop_by_pid(child: &mut Child) {
 pub struct AudioRig {
     dir: PathBuf,
     rate: u32,
+    /// The JACK server the devices reach, to take it away and bring it back (`stop_jack`,
+    /// `restart_jack`): the parent's jackd first, then the ones this process started.
+    jack: Mutex<JackControl>,
+}
+
+struct JackControl {
+    server: String,
+    period_frames: u32,
+    /// The parent's jackd, until stopped (the parent reaps it).
+    parent_pid: Option<u32>,
+    /// A jackd started by `restart_jack`, stopped on drop.
+    own: Option<Child>,
+    restarts: u32,
 }
 
 impl AudioRig {
@@ -311,9 +340,131 @@ impl AudioRig {
     }
 
     /// Everything played so far (s16le interleaved, as opened), downmixed to mono f32.
+    /// The ALSA `file` plugin truncates `played.raw` each time the speaker is opened, so after a
+    /// reopen this is what was played since.
     pub fn played(&self, channels: u16) -> anyhow::Result<Vec<f32>> {
         read_raw_i16_mono(&self.played_path(), channels)
     }
+
+    /// Takes the JACK server away (SIGTERM, by PID), as when a sound server dies under a
+    /// running daemon: every stream on the virtual devices loses its server. Returns once the
+    /// process is gone.
+    pub fn stop_jack(&self) -> anyhow::Result<()> {
+        let mut j = self.jack.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut own) = j.own.take() {
+            stop_by_pid(&mut own);
+            return Ok(());
+        }
+        let Some(pid) = j.parent_pid.take() else {
+            bail!("no JACK server is running");
+        };
+        signal(pid, "-TERM")?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !alive(pid) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        signal(pid, "-KILL")?;
+        while alive(pid) {
+            if Instant::now() > deadline + Duration::from_secs(5) {
+                bail!("jackd {pid} survived SIGKILL");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Starts a JACK server again under the same name, rate and period (after `stop_jack`), and
+    /// waits until it answers. It is stopped when the rig ends.
+    pub fn restart_jack(&self) -> anyhow::Result<()> {
+        let mut j = self.jack.lock().unwrap_or_else(|e| e.into_inner());
+        if j.parent_pid.is_some() || j.own.is_some() {
+            bail!("the JACK server is still running; stop_jack first");
+        }
+        // While ours was down, a rig in another process may have taken the free name: starting
+        // ours then would connect this test to that rig's server.
+        if jack_answers(&j.server) {
+            bail!(
+                "another JACK server took the name {} while ours was stopped",
+                j.server
+            );
+        }
+        j.restarts += 1;
+        let log = self.dir.join(format!("jackd-restart{}.log", j.restarts));
+        let mut child = spawn_jackd(&log, &j.server, self.rate, j.period_frames)?;
+        if let Err(e) = wait_jackd_ready(&mut child, &j.server, &log) {
+            stop_by_pid(&mut child);
+            return Err(e);
+        }
+        // If this process dies without dropping the rig, the parent stops it (see `VirtualAudio`).
+        fs::write(self.dir.join(RESTARTED_PID_FILE), child.id().to_string())?;
+        j.own = Some(child);
+        Ok(())
+    }
+}
+
+impl Drop for AudioRig {
+    fn drop(&mut self) {
+        let j = self.jack.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut own) = j.own.take() {
+            stop_by_pid(&mut own);
+        }
+    }
+}
+
+/// Stops the jackd a crashed test body restarted (its PID in `pid_file`), if that PID is still
+/// a jackd serving `server` (not a reused PID).
+fn stop_restarted(pid_file: &Path, server: &str) {
+    let Some(pid) = fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let ours = args.first().is_some_and(|a| a.ends_with(b"jackd"))
+        && args
+            .windows(2)
+            .any(|w| w[0] == b"-n" && w[1] == server.as_bytes());
+    if ours && alive(pid) {
+        let _ = signal(pid, "-TERM");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if alive(pid) {
+            let _ = signal(pid, "-KILL");
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
+    let st = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("running kill")?;
+    // It may have exited on its own meanwhile.
+    if !st.success() && alive(pid) {
+        bail!("kill {sig} {pid} failed");
+    }
+    Ok(())
+}
+
+/// Whether `pid` is a live process: neither gone nor a zombie (the parent process, which is
+/// jackd's parent, reaps it only at the end of the test).
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the parenthesised command name, which may itself contain ") ".
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+        .is_some_and(|state| state != 'Z' && state != 'X')
 }
 
 /// Runs `body` against the virtual devices in a child process (see the module doc).
@@ -328,7 +479,19 @@ pub fn with_virtual_audio(test_name: &str, rate: u32, body: impl FnOnce(&AudioRi
             .ok()
             .and_then(|r| r.parse().ok())
             .unwrap_or(rate);
-        body(&AudioRig { dir, rate });
+        let env_num = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u32>().ok());
+        let rig = AudioRig {
+            dir,
+            rate,
+            jack: Mutex::new(JackControl {
+                server: std::env::var("JACK_DEFAULT_SERVER").unwrap_or_default(),
+                period_frames: env_num(ENV_PERIOD).unwrap_or(rate / 100),
+                parent_pid: env_num(ENV_JACKD_PID),
+                own: None,
+                restarts: 0,
+            }),
+        };
+        body(&rig);
         return;
     }
     let _guard = RIG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
