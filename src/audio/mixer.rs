@@ -604,7 +604,10 @@ impl Mixer {
     /// `Some(None)` = until woken, `Some(Some(d))` = until the output should be paused.
     fn idle_wait(&self) -> Option<Option<Duration>> {
         let since = self.idle_since?;
-        if !self.markers.is_empty() || self.starved_playing() {
+        // A source that can start may find the ring still full of the silence written after
+        // the previous one ended: no decoder will wake us again, so follow the device clock
+        // until there is room (sleeping here held a new source back until the pause timeout).
+        if !self.markers.is_empty() || self.starved_playing() || self.audible() {
             return None;
         }
         match &self.output {
