@@ -17,7 +17,7 @@ use cpal::{FromSample, Sample};
 use tokio::sync::mpsc;
 
 use super::devices::{self, Backend, OpenedInput};
-use super::recovery::{Health, Verdict};
+use super::recovery::{Direction, Health, Verdict, report_back, report_lost};
 use super::resample::StreamResampler;
 use super::{
     AudioConfig, AudioError, CAPTURE_FRAME_SAMPLES, CAPTURE_RATE, Counters, LossReporter,
@@ -386,22 +386,15 @@ impl CaptureWorker {
             return None;
         }
         let c = &self.shared.counters;
-        let verdict = d.health.verdict(
-            c.input_callbacks.load(Ordering::Relaxed),
-            now,
-            d.running,
-            c.input_lost.swap(false, Ordering::AcqRel),
-            c.input_suspect.swap(false, Ordering::AcqRel),
-        );
-        match verdict {
+        let (flagged, suspect) = Direction::Input.take_signals(c);
+        let callbacks = c.input_callbacks.load(Ordering::Relaxed);
+        match d
+            .health
+            .verdict(callbacks, now, d.running, flagged, suspect)
+        {
             Verdict::Fine => return None,
             Verdict::Lost(why) => {
-                tracing::error!(device = %d.id, direction = "input", why,
-                    devices_that_exist = %devices::existing_devices(), "audio device lost");
-                c.device_losses.fetch_add(1, Ordering::Relaxed);
-                if let Some(tell) = d.tell_output.as_ref() {
-                    tell();
-                }
+                report_lost(Direction::Input, &d.id, why, c, d.tell_output.as_deref())
             }
             Verdict::Reopen => {
                 tracing::info!(device = %d.id, "the output was lost: reopening the paused mic too");
@@ -447,15 +440,8 @@ impl CaptureWorker {
             consumer,
             info,
         } = opened;
-        let lost_for = match d.health {
-            Health::Lost { since, .. } => now.saturating_duration_since(since),
-            Health::Healthy { .. } => Duration::ZERO,
-        };
-        tracing::info!(device = %d.id, stream = ?info, ?lost_for, "audio device back");
         let c = &self.shared.counters;
-        c.input_lost.store(false, Ordering::Release);
-        c.input_suspect.store(false, Ordering::Release);
-        c.device_reopens.fetch_add(1, Ordering::Relaxed);
+        report_back(Direction::Input, &d.id, &info, d.health.lost_for(now), c);
         d.backend = backend;
         d.running = false;
         d.cannot_pause = false;

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::decode::SourceShared;
 use super::devices::{self, Backend, OpenedOutput};
-use super::recovery::{Health, Verdict};
+use super::recovery::{Direction, Health, Verdict, report_back, report_lost};
 use super::{AudioConfig, Channel, Counters, LossReporter, PlaybackUpdate, SharedInfo, SourceId};
 
 /// Gain ramps (master, channel) take this long from one value to another.
@@ -370,14 +370,12 @@ impl Mixer {
             return;
         }
         let c = &self.counters;
-        let verdict = o.health.verdict(
-            c.output_callbacks.load(Ordering::Relaxed),
-            now,
-            !o.paused,
-            c.output_lost.swap(false, Ordering::AcqRel),
-            c.output_suspect.swap(false, Ordering::AcqRel),
-        );
-        match verdict {
+        let (flagged, suspect) = Direction::Output.take_signals(c);
+        let callbacks = c.output_callbacks.load(Ordering::Relaxed);
+        match o
+            .health
+            .verdict(callbacks, now, !o.paused, flagged, suspect)
+        {
             Verdict::Fine => {}
             Verdict::Lost(why) => self.lose_output(now, Some(why)),
             Verdict::Reopen => {
@@ -401,12 +399,8 @@ impl Mixer {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         if let Some(why) = why {
-            tracing::error!(device = %o.id, direction = "output", why,
-                devices_that_exist = %devices::existing_devices(), "audio device lost");
-            self.counters.device_losses.fetch_add(1, Ordering::Relaxed);
-            if let Some(tell) = o.tell_input.as_ref() {
-                tell();
-            }
+            let tell = o.tell_input.as_deref();
+            report_lost(Direction::Output, &o.id, why, &self.counters, tell);
         }
         o.health.lose(now);
         let Some(info) = info else {
@@ -451,15 +445,15 @@ impl Mixer {
         });
         match opened {
             Ok(new) => {
-                let lost_for = match o.health {
-                    Health::Lost { since, .. } => now.saturating_duration_since(since),
-                    Health::Healthy { .. } => Duration::ZERO,
-                };
-                tracing::info!(device = %o.id, stream = ?new.info, ?lost_for, "audio device back");
+                let lost_for = o.health.lost_for(now);
+                report_back(
+                    Direction::Output,
+                    &o.id,
+                    &new.info,
+                    lost_for,
+                    &self.counters,
+                );
                 *o.reopen.info.lock().unwrap_or_else(|e| e.into_inner()) = Some(new.info.clone());
-                self.counters.output_lost.store(false, Ordering::Release);
-                self.counters.output_suspect.store(false, Ordering::Release);
-                self.counters.device_reopens.fetch_add(1, Ordering::Relaxed);
                 self.swap_output(new);
                 if let Some(o) = self.output.as_mut() {
                     let count = self.counters.output_callbacks.load(Ordering::Relaxed);

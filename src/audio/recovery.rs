@@ -3,7 +3,10 @@
 //! plugin does) and the reopen backoff. Pure logic with time as an input; the mixer (output)
 //! and the capture thread (input) own the streams and act on what it says.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use super::{Counters, StreamInfo, devices};
 
 /// A running stream that has not called back for this long is lost. Device periods are
 /// 10-20 ms, so this is 100+ missed periods: a loaded board does not get there, and while a
@@ -131,6 +134,14 @@ impl Health {
         }
     }
 
+    /// How long the device has been lost (zero while healthy).
+    pub(crate) fn lost_for(&self, now: Instant) -> Duration {
+        match self {
+            Health::Lost { since, .. } => now.saturating_duration_since(*since),
+            Health::Healthy { .. } => Duration::ZERO,
+        }
+    }
+
     /// A reopen attempt failed: wait twice as long (up to `RETRY_MAX`) before the next.
     pub(crate) fn retry_failed(&mut self, now: Instant) {
         if let Health::Lost {
@@ -141,6 +152,81 @@ impl Health {
             *next_try = now + backoff(*failures);
         }
     }
+}
+
+/// Which side of the engine a device serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Input,
+    Output,
+}
+
+impl Direction {
+    fn name(self) -> &'static str {
+        match self {
+            Direction::Input => "input",
+            Direction::Output => "output",
+        }
+    }
+
+    /// Set by the stream's error callback when the device is gone.
+    fn lost_flag(self, c: &Counters) -> &AtomicBool {
+        match self {
+            Direction::Input => &c.input_lost,
+            Direction::Output => &c.output_lost,
+        }
+    }
+
+    /// Set when the other direction's device was lost (this one may be on the same server).
+    fn suspect_flag(self, c: &Counters) -> &AtomicBool {
+        match self {
+            Direction::Input => &c.input_suspect,
+            Direction::Output => &c.output_suspect,
+        }
+    }
+
+    /// Takes the error callback's and the other direction's signals: (flagged, suspect).
+    pub(crate) fn take_signals(self, c: &Counters) -> (bool, bool) {
+        (
+            self.lost_flag(c).swap(false, Ordering::AcqRel),
+            self.suspect_flag(c).swap(false, Ordering::AcqRel),
+        )
+    }
+}
+
+/// A device was lost: said once at error level with the devices that still exist (gone or
+/// renamed?), counted, and the other direction told, since it may be on the same dead server.
+pub(crate) fn report_lost(
+    direction: Direction,
+    id: &str,
+    why: &'static str,
+    counters: &Counters,
+    tell_other: Option<&(dyn Fn() + Send)>,
+) {
+    tracing::error!(device = %id, direction = direction.name(), why,
+        devices_that_exist = %devices::existing_devices(), "audio device lost");
+    counters.device_losses.fetch_add(1, Ordering::Relaxed);
+    if let Some(tell) = tell_other {
+        tell();
+    }
+}
+
+/// A lost device opened again: said with its new stream, its signals cleared, counted.
+pub(crate) fn report_back(
+    direction: Direction,
+    id: &str,
+    info: &StreamInfo,
+    lost_for: Duration,
+    counters: &Counters,
+) {
+    tracing::info!(device = %id, stream = ?info, ?lost_for, "audio device back");
+    direction
+        .lost_flag(counters)
+        .store(false, Ordering::Release);
+    direction
+        .suspect_flag(counters)
+        .store(false, Ordering::Release);
+    counters.device_reopens.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The wait after `failures` failed attempts: 0.5 s, 1, 2, 4, 8, 8, ... s.
