@@ -7,21 +7,15 @@
 // Helpers outside #[test] fns count as non-test code for clippy; a failed setup must fail the test.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use avs_testkit::audio::{
     find_clip, read_wav_mono, reference_decode_mp3, sox, to_i16, with_virtual_audio,
 };
+use avs_testkit::fixture;
 use avsd::audio::{AudioConfig, AudioEngine, CAPTURE_FRAME_BYTES};
 
 const RATE: u32 = 48_000;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 #[test]
 fn mic_recording_arrives_as_16k_frames() {

@@ -15,25 +15,19 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use avs_testkit::audio::{
     AudioRig, locate, median_gain, noise, reference_decode_mp3, rms, to_i16, window_matches,
     with_virtual_audio,
 };
+use avs_testkit::fixture;
 use avsd::audio::{
     AudioConfig, AudioEngine, AudioStats, Channel, PlaybackUpdate, Source, SourceId,
 };
 use tokio::sync::mpsc::Receiver;
 
 const RATE: u32 = 48_000;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 fn speech() -> Source {
     Source::Encoded(Box::new(

@@ -12,7 +12,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::Read;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ use avs_testkit::audio::{
     AudioRig, find_clip, gain_near, locate, median_gain, noise, reference_decode_mp3, rms, to_i16,
     window_matches, with_virtual_audio,
 };
+use avs_testkit::fixture;
 use avs_testkit::wait::collect_until;
 use avsd::audio::{
     AudioConfig, AudioEngine, AudioError, Channel, PlaybackUpdate, Source, SourceId,
@@ -27,12 +27,6 @@ use avsd::audio::{
 use tokio::sync::mpsc::Receiver;
 
 const RATE: u32 = 48_000;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 fn start(rig: &AudioRig) -> AudioEngine {
     AudioEngine::start(&AudioConfig {

@@ -8,13 +8,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use avs_sim::Record;
 use avs_testkit::audio::{
     find_clip, noise, reference_decode_mp3, rms, to_i16, window_matches, with_virtual_audio,
 };
+use avs_testkit::fixture;
 use avs_testkit::sim::TestSim;
 use common::*;
 use serde_json::{Value, json};
@@ -24,12 +25,6 @@ const RATE: u32 = 16_000;
 const TRACK_RATE: u32 = 24_000;
 /// One MP3 frame of the track, in samples at `RATE` (576 / 24000 s).
 const FRAME_AT_RATE: usize = 384;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 /// 8.0 s of smoothed white noise as an MP3: no second resembles another, so a correlation
 /// finds each at one place only (music loops would match at several).

@@ -7,3 +7,11 @@ pub mod h2client;
 pub mod sim;
 pub mod skill;
 pub mod wait;
+
+/// A file of the repository's shared test inputs (`tests/fixtures/`: MP3s, multipart bodies,
+/// JSON envelopes), used by avsd's and avs-sim's tests alike.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
